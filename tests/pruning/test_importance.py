@@ -1,0 +1,130 @@
+"""Importance is informative (not uniform) and every cost term can change the ranking."""
+
+import pytest
+import torch
+
+import topv
+from topv.pruning.config import TopVConfig
+from topv.pruning.cost import centre_cost, feature_cost, spatial_cost
+from topv.pruning.importance import importance_from_cost
+
+VARIANTS = ["semi_relaxed", "balanced", "unbalanced"]
+
+
+def _random_tokens(n, d, seed, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randn(n, d, generator=g) * scale
+    t = torch.randn(n, d, generator=g)
+    return s, t
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_scores_sum_to_one_and_are_not_uniform(variant):
+    s, t = _random_tokens(144, 32, 0)
+    scores = topv.token_importance(s, t, (12, 12), TopVConfig(importance=variant))
+    assert scores.shape == (144,) and scores.dtype == torch.float32
+    assert torch.isclose(scores.sum(), torch.tensor(1.0), atol=1e-5)
+    # Uniform would be 1/144 everywhere; require a relative spread of at least 1%.
+    assert (scores.std() / scores.mean()).item() > 0.01
+    assert scores.argmax() != scores.argmin()
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_batched_equals_unbatched(variant):
+    cfg = TopVConfig(importance=variant)
+    s = torch.randn(3, 36, 16)
+    t = torch.randn(3, 36, 16)
+    batched = topv.token_importance(s, t, (6, 6), cfg)
+    for i in range(3):
+        torch.testing.assert_close(batched[i], topv.token_importance(s[i], t[i], (6, 6), cfg), rtol=1e-5, atol=1e-7)
+
+
+def test_half_precision_inputs_are_solved_in_float32():
+    s, t = _random_tokens(64, 16, 1)
+    cfg = TopVConfig()
+    full = topv.token_importance(s, t, (8, 8), cfg)
+    half = topv.token_importance(s.half(), t.half(), (8, 8), cfg)
+    assert half.dtype == torch.float32
+    # Only the fp16 rounding of the inputs differs (relative 5e-4 per element).
+    torch.testing.assert_close(half, full, rtol=2e-2, atol=1e-4)
+
+
+def _ranking(scores):
+    return torch.sort(scores, descending=True, stable=True).indices
+
+
+def test_feature_term_changes_the_ranking():
+    # Identical grids; one source token is far from every target in feature space.
+    n, d = 25, 8
+    t = torch.zeros(n, d)
+    s = torch.zeros(n, d)
+    s[7] = 10.0
+    base = TopVConfig(alpha=1.0, beta=1.0, gamma=0.5)
+    with_f = topv.token_importance(s, t, (5, 5), base)
+    without_f = topv.token_importance(s, t, (5, 5), base.replace(alpha=0.0))
+    assert not torch.equal(_ranking(with_f), _ranking(without_f))
+    assert with_f[7] < without_f[7]  # the outlier source gets less mass once features count
+
+
+def test_spatial_term_changes_the_ranking():
+    g = torch.Generator().manual_seed(2)
+    s = torch.randn(36, 8, generator=g)
+    t = torch.randn(36, 8, generator=g)
+    base = TopVConfig(alpha=1.0, beta=1.0, gamma=0.0)
+    with_s = topv.token_importance(s, t, (6, 6), base)
+    without_s = topv.token_importance(s, t, (6, 6), base.replace(beta=0.0))
+    assert not torch.equal(_ranking(with_s), _ranking(without_s))
+
+
+@pytest.mark.parametrize("variant", ["semi_relaxed", "unbalanced"])
+def test_centre_term_changes_the_ranking(variant):
+    g = torch.Generator().manual_seed(3)
+    s = torch.randn(49, 8, generator=g)
+    t = torch.randn(49, 8, generator=g)
+    base = TopVConfig(alpha=1.0, beta=0.0, gamma=1.0, importance=variant)
+    with_e = topv.token_importance(s, t, (7, 7), base)
+    without_e = topv.token_importance(s, t, (7, 7), base.replace(gamma=0.0))
+    assert not torch.equal(_ranking(with_e), _ranking(without_e))
+    centre = 24
+    assert with_e[centre] / without_e[centre] > with_e[0] / without_e[0]  # central tokens gain mass
+
+
+def test_balanced_plan_ignores_a_source_only_term_at_convergence():
+    # The trap the spec warns about: a balanced plan's source scaling absorbs an additive source-only
+    # cost, so at convergence gamma cannot matter (and the row sums are uniform). In POT's order the
+    # term only acts through the first target half-step, and fades as iterations grow.
+    g = torch.Generator().manual_seed(4)
+    cost = torch.rand(49, 49, generator=g, dtype=torch.float64)
+    centre = centre_cost((7, 7)).double().unsqueeze(-1)
+    converged = topv.sinkhorn(cost, None, None, 0.1, 500)
+    torch.testing.assert_close(converged, topv.sinkhorn(cost + centre, None, None, 0.1, 500), rtol=1e-9, atol=1e-15)
+    torch.testing.assert_close(converged.sum(-1), torch.full((49,), 1 / 49, dtype=torch.float64))
+    three = topv.sinkhorn(cost, None, None, 0.1, 3)
+    assert not torch.allclose(three, topv.sinkhorn(cost + centre, None, None, 0.1, 3), rtol=1e-3)
+
+
+def test_semi_relaxed_is_the_first_target_half_step():
+    cost = torch.rand(2, 30, 30)
+    cfg = TopVConfig(importance="semi_relaxed", epsilon=0.2)
+    # From zero potentials, the first (target) half-step gives P = b_j softmax_i(-C/eps) (b_j = 1/30).
+    from topv.pruning.sinkhorn import sinkhorn_potentials
+
+    log_k, _, g = sinkhorn_potentials(cost, None, None, 0.2, 1)
+    first_half = torch.exp(log_k + (-torch.logsumexp(log_k, dim=-2) - torch.log(torch.tensor(30.0))).unsqueeze(-2))
+    torch.testing.assert_close(first_half, torch.softmax(-cost / 0.2, dim=-2) / 30)
+    torch.testing.assert_close(importance_from_cost(cost, cfg), first_half.sum(-1))
+    assert g.shape == (2, 30)
+
+
+def test_cost_terms_are_normalized():
+    s, t = _random_tokens(16, 8, 5, scale=30.0)
+    for term in (feature_cost(s, t, "l2"), feature_cost(s, t, "l2_rms"), feature_cost(s, t, "cosine"),
+                 spatial_cost((4, 4), 0.4), centre_cost((4, 4))):
+        assert term.min().item() == pytest.approx(0.0, abs=1e-6)
+        assert term.max().item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_grid_must_match_token_count():
+    s, t = _random_tokens(10, 4, 0)
+    with pytest.raises(ValueError, match="grid 3x3 has 9 patches"):
+        topv.token_importance(s, t, (3, 3))

@@ -1,0 +1,82 @@
+"""With pruning off, the reference pipeline's greedy tokens equal ``model.generate()`` token for token."""
+
+import pytest
+import torch
+
+import topv
+from topv.inputs import encode
+from topv.models.factory import EOS_ID, LlavaShape, build_random_llava
+
+CONFIGS = {
+    "llama-mha-default-4x4": LlavaShape(initializer_range=0.2),
+    "llama-gqa-default-4x4": LlavaShape(num_kv_heads=2, initializer_range=0.2),
+    "llama-mha-full-4x4": LlavaShape(vision_feature_select_strategy="full", initializer_range=0.2),
+    "llama-gqa-full-6x6": LlavaShape(num_kv_heads=1, image_size=84, vision_feature_select_strategy="full", initializer_range=0.2),
+    "llama-gqa-default-8x8-p8": LlavaShape(num_heads=8, num_kv_heads=2, image_size=64, patch_size=8, initializer_range=0.2),
+}
+
+
+def _hf_tokens(model, processor, image, prompt, n):
+    inputs = encode(processor, image, prompt)
+    out = model.generate(**inputs, max_new_tokens=n, do_sample=False)
+    return out[0, inputs["input_ids"].shape[1]:].tolist()
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_greedy_tokens_equal_generate(name, attn, scene_image):
+    model, processor = build_random_llava(CONFIGS[name], seed=7, attn_implementation=attn)
+    prompt = "w3 w14 w15 w9 w26"
+    expected = _hf_tokens(model, processor, scene_image, prompt, 32)
+    assert len(expected) == 32 or expected[-1] == EOS_ID
+    assert len(set(expected)) > 3, "degenerate model output would make this comparison weak"
+    for method in ("topv", "none"):
+        result = topv.generate(model, processor, scene_image, prompt, keep=None, method=method, max_new_tokens=32)
+        assert result.token_ids == expected
+        assert result.kept_indices is None
+    # keep = every visual token is also "no pruning".
+    n = (CONFIGS[name].image_size // CONFIGS[name].patch_size) ** 2
+    full = topv.generate(model, processor, scene_image, prompt, keep=n, max_new_tokens=32)
+    assert full.token_ids == expected
+
+
+def test_model_directory_is_loaded_with_its_processor(tiny_llava, tiny_llava_dir, scene_image):
+    model, processor = tiny_llava
+    expected = _hf_tokens(model, processor, scene_image, "w1 w2", 12)
+    result = topv.generate(str(tiny_llava_dir), None, scene_image, "w1 w2", max_new_tokens=12)
+    assert result.token_ids == expected
+    assert result.text == processor.tokenizer.decode(expected, skip_special_tokens=True)
+
+
+def test_prompt_format_without_chat_template(tiny_llava, scene_image):
+    model, processor = tiny_llava
+    processor.chat_template, saved = None, processor.chat_template
+    try:
+        inputs = encode(processor, scene_image, "w5 w6")
+        ids = inputs["input_ids"][0].tolist()
+        assert ids[-2:] == processor.tokenizer.convert_tokens_to_ids(["w5", "w6"])
+        result = topv.generate(model, processor, scene_image, "w5 w6", max_new_tokens=8)
+        out = model.generate(**inputs, max_new_tokens=8, do_sample=False)[0, len(ids):].tolist()
+        assert result.token_ids == out
+    finally:
+        processor.chat_template = saved
+
+
+def test_sampling_is_reproducible_and_differs_from_greedy(tiny_llava, scene_image):
+    model, processor = tiny_llava
+    kwargs = dict(max_new_tokens=16, do_sample=True, temperature=1.5, top_p=0.95)
+    a = topv.generate(model, processor, scene_image, "w1", seed=11, **kwargs)
+    b = topv.generate(model, processor, scene_image, "w1", seed=11, **kwargs)
+    c = topv.generate(model, processor, scene_image, "w1", seed=12, **kwargs)
+    greedy = topv.generate(model, processor, scene_image, "w1", max_new_tokens=16)
+    assert a.token_ids == b.token_ids
+    assert a.token_ids != c.token_ids or a.token_ids != greedy.token_ids
+
+
+def test_stop_tokens_end_generation(tiny_llava, scene_image):
+    model, processor = tiny_llava
+    free = topv.generate(model, processor, scene_image, "w1 w2", max_new_tokens=10)
+    stop = free.token_ids[3]
+    first = free.token_ids.index(stop)
+    stopped = topv.generate(model, processor, scene_image, "w1 w2", max_new_tokens=10, stop_token_ids=[stop])
+    assert stopped.token_ids == free.token_ids[: first + 1]

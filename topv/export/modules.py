@@ -1,0 +1,248 @@
+"""PyTorch modules that become the exported graphs.
+
+Each module reuses the Hugging Face model's own submodules (vision tower, projector, embedding, norms,
+projections, MLPs, rotary embedding) and writes out only what a static graph needs that transformers'
+code does not offer: attention over explicit key/value tensors with in-graph masks, the image-feature
+merge, and the pruning step. ``topv.export.validate`` checks every module against the reference
+pipeline and every exported graph against its module.
+
+Graph data flow (batch 1; S prompt tokens, N visual tokens, N_g = grid tokens, S' = S - N + kept)::
+
+    pixel_values ──► [vision] ──► image_features (1, N, D)
+    input_ids (1,S) + image_features ──► [prefill_head: embed + layers 0..K]
+        ──► hidden_states (1,S,D), prune_source/prune_target (1,N_g,D), present_{key,value}.0..K
+    hidden_states + prune_source/target + input_ids ──► [prune: cost, Sinkhorn, importance, top-k,
+        uniform recovery, gather] ──► kept_indices (1,k), hidden_states (1,S',D), position_ids (1,S')
+    hidden_states + position_ids ──► [prefill_tail: layers K+1..L-1, norm, lm_head(last)]
+        ──► logits (1,V), present_{key,value}.K+1..L-1
+    input_ids (1,1), position_ids, past lengths, past_{key,value}.* (static buffers)
+        ──► [decode_step: embed, all layers, norm, lm_head] ──► logits, new_{key,value}.*
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from topv.models.spec import ModelSpec
+from topv.pruning.config import TopVConfig
+from topv.pruning.importance import token_importance
+from topv.pruning.selection import select_tokens
+
+MASKED = -1.0e9  # added to masked attention scores (float32): exp underflows to exactly 0
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def _apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    return x * cos + _rotate_half(x) * sin
+
+
+class DecoderLayerMath:
+    """One Llama-style decoder layer over explicit keys/values, reusing the layer's own submodules."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.groups = spec.num_heads // spec.num_kv_heads
+        self.scale = spec.head_dim**-0.5
+
+    def project(self, layer: nn.Module, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """Queries ``(1, kvh, g, q, hd)`` and keys/values ``(1, kvh, q, hd)`` after RoPE."""
+        spec = self.spec
+        attn = layer.self_attn
+        x = layer.input_layernorm(hidden)
+        q = attn.q_proj(x).view(1, -1, spec.num_heads, spec.head_dim).transpose(1, 2)
+        k = attn.k_proj(x).view(1, -1, spec.num_kv_heads, spec.head_dim).transpose(1, 2)
+        v = attn.v_proj(x).view(1, -1, spec.num_kv_heads, spec.head_dim).transpose(1, 2)
+        cos = cos.unsqueeze(1)
+        sin = sin.unsqueeze(1)
+        q = _apply_rope(q, cos, sin)
+        k = _apply_rope(k, cos, sin)
+        q = q.reshape(1, spec.num_kv_heads, self.groups, -1, spec.head_dim)
+        return q, k, v
+
+    def finish(self, layer: nn.Module, hidden: torch.Tensor, attn_out: torch.Tensor):
+        """Residual + MLP after attention. ``attn_out`` is ``(1, kvh, g, q, hd)``."""
+        spec = self.spec
+        out = attn_out.reshape(1, spec.num_heads, -1, spec.head_dim).transpose(1, 2).reshape(1, -1, spec.num_heads * spec.head_dim)
+        a = hidden + layer.self_attn.o_proj(out)
+        z = layer.post_attention_layernorm(a)
+        return a + layer.mlp(z), z
+
+    def scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """float32 scaled scores ``(1, kvh, g, q, kv)``."""
+        return torch.matmul(q * self.scale, k.unsqueeze(2).transpose(-1, -2)).float()
+
+    def causal_attention(self, q, k, v, position_ids: torch.Tensor) -> torch.Tensor:
+        """Self-attention over the chunk itself, causal by position id (positions are increasing)."""
+        scores = self.scores(q, k)
+        pos = position_ids[0]
+        visible = pos.unsqueeze(0) <= pos.unsqueeze(1)  # (q, kv)
+        scores = torch.where(visible, scores, torch.full_like(scores, MASKED))
+        probs = torch.softmax(scores, dim=-1).to(v.dtype)
+        return torch.matmul(probs, v.unsqueeze(2))
+
+    def cached_attention(self, q, k_new, v_new, past_k, past_v, past_length: torch.Tensor) -> torch.Tensor:
+        """One new token attending to ``past_length`` valid slots of static buffers plus itself.
+
+        The buffers are read, never concatenated or copied: scores over the past and over the new key
+        are computed separately and joined only as (1, kvh, g, 1, C+1) float32 scores.
+        """
+        capacity = past_k.shape[2]
+        past_scores = self.scores(q, past_k)
+        valid = torch.arange(capacity, device=past_k.device) < past_length
+        past_scores = torch.where(valid, past_scores, torch.full_like(past_scores, MASKED))
+        self_scores = self.scores(q, k_new)
+        probs = torch.softmax(torch.cat([past_scores, self_scores], dim=-1), dim=-1).to(past_v.dtype)
+        out = torch.matmul(probs[..., :capacity], past_v.unsqueeze(2))
+        return out + probs[..., capacity:] * v_new.unsqueeze(2)
+
+
+class VisionGraph(nn.Module):
+    """pixel_values (1, 3, H, W) -> image_features (1, N, D_text): vision tower, feature select, projector."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.tower = model.model.vision_tower
+        self.projector = model.model.multi_modal_projector
+        self.feature_layer = model.config.vision_feature_layer
+        self.strategy = model.config.vision_feature_select_strategy
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        out = self.tower(pixel_values, output_hidden_states=True, return_dict=True)
+        layers = [self.feature_layer] if isinstance(self.feature_layer, int) else list(self.feature_layer)
+        feats = [out.hidden_states[i] for i in layers]
+        if self.strategy == "default":
+            feats = [f[:, 1:] for f in feats]
+        return self.projector(torch.cat(feats, dim=-1))
+
+
+class PrefillHeadGraph(nn.Module):
+    """Embedding, image merge and decoder layers 0..K over the whole prompt."""
+
+    def __init__(self, model: Any, spec: ModelSpec, layer: int) -> None:
+        super().__init__()
+        self.lm = model.model.language_model
+        self.spec = spec
+        self.layer = layer
+        self.math = DecoderLayerMath(spec)
+
+    def forward(self, input_ids: torch.Tensor, image_features: torch.Tensor):
+        spec = self.spec
+        embeds = self.lm.embed_tokens(input_ids)
+        is_image = input_ids == spec.image_token_id
+        # The i-th image token takes the i-th image feature (transformers' masked_scatter).
+        feature_index = (torch.cumsum(is_image.to(torch.int64), dim=1) - 1).clamp(0, spec.num_visual_tokens - 1)
+        merged = torch.where(is_image.unsqueeze(-1), image_features[0][feature_index[0]].unsqueeze(0).to(embeds.dtype), embeds)
+        position_ids = torch.cumsum(torch.ones_like(input_ids), dim=1) - 1
+        cos, sin = self.lm.rotary_emb(merged, position_ids)
+        # Grid tokens: after the image offset and any leading non-grid visual token (CLS).
+        offset = torch.argmax(is_image.to(torch.int64), dim=1)
+        grid_index = offset + spec.num_extra_visual_tokens + torch.arange(spec.num_grid_tokens, device=input_ids.device)
+        hidden = merged
+        presents = []
+        source = target = hidden
+        for i in range(self.layer + 1):
+            layer = self.lm.layers[i]
+            q, k, v = self.math.project(layer, hidden, cos, sin)
+            attn = self.math.causal_attention(q, k, v, position_ids)
+            if i == self.layer:
+                source = hidden
+            hidden, z = self.math.finish(layer, hidden, attn)
+            if i == self.layer:
+                target = z
+            presents += [k, v]
+        return (hidden, source[:, grid_index], target[:, grid_index], *presents)
+
+
+class PruneGraph(nn.Module):
+    """TopV: cost, fixed-iteration Sinkhorn, importance, top-k + uniform recovery, gather of kept tokens."""
+
+    def __init__(self, spec: ModelSpec, keep: int, config: TopVConfig) -> None:
+        super().__init__()
+        self.spec = spec
+        self.keep = keep
+        self.config = config
+
+    def forward(self, hidden_states, prune_source, prune_target, input_ids):
+        spec = self.spec
+        scores = token_importance(prune_source, prune_target, spec.grid_hw, self.config)
+        kept_grid = select_tokens(scores, self.keep, self.config)  # (1, keep)
+        extra = spec.num_extra_visual_tokens
+        kept = torch.cat([torch.arange(extra, device=kept_grid.device).unsqueeze(0), kept_grid + extra], dim=1)
+        kept_count = kept.shape[1]
+        is_image = input_ids == spec.image_token_id
+        offset = torch.argmax(is_image.to(torch.int64), dim=1)  # (1,)
+        # Output position r of the kept sequence comes from: r (text before the image), the kept visual
+        # tokens, or r - kept + N (text after the image). Elementwise, so S stays a dynamic axis.
+        r = torch.arange(input_ids.shape[1] - spec.num_visual_tokens + kept_count, device=input_ids.device)
+        in_image = (r >= offset) & (r < offset + kept_count)
+        after_image = r >= offset + kept_count
+        from_kept = offset + kept[0][(r - offset).clamp(0, kept_count - 1)]
+        positions = torch.where(in_image, from_kept, torch.where(after_image, r - kept_count + spec.num_visual_tokens, r))
+        positions = positions.unsqueeze(0)
+        return kept, hidden_states[:, positions[0]], positions
+
+
+class PrefillTailGraph(nn.Module):
+    """Decoder layers K+1..L-1 over the kept sequence, final norm, LM head on the last position."""
+
+    def __init__(self, model: Any, spec: ModelSpec, layer: int) -> None:
+        super().__init__()
+        self.lm = model.model.language_model
+        self.lm_head = model.lm_head
+        self.spec = spec
+        self.layer = layer
+        self.math = DecoderLayerMath(spec)
+
+    def forward(self, hidden_states: torch.Tensor, position_ids: torch.Tensor):
+        cos, sin = self.lm.rotary_emb(hidden_states, position_ids)
+        hidden = hidden_states
+        presents = []
+        for i in range(self.layer + 1, self.spec.num_layers):
+            layer = self.lm.layers[i]
+            q, k, v = self.math.project(layer, hidden, cos, sin)
+            attn = self.math.causal_attention(q, k, v, position_ids)
+            hidden, _ = self.math.finish(layer, hidden, attn)
+            presents += [k, v]
+        hidden = self.lm.norm(hidden)
+        logits = self.lm_head(hidden[:, -1:, :])[:, 0]
+        return (logits, *presents)
+
+
+class DecodeStepGraph(nn.Module):
+    """One new token through every layer, reading static KV buffers; returns logits and the new K/V.
+
+    Inputs: input_ids (1,1), position_ids (1,1), past_length_head (1,), past_length_tail (1,), then
+    past_key.i / past_value.i for every layer (capacity C_head for i <= K, C_tail for i > K).
+    Outputs: logits (1,V), then new_key.i / new_value.i (1, kvh, 1, hd); the runtime writes them into
+    slot ``past_length`` of the buffers.
+    """
+
+    def __init__(self, model: Any, spec: ModelSpec, layer: int) -> None:
+        super().__init__()
+        self.lm = model.model.language_model
+        self.lm_head = model.lm_head
+        self.spec = spec
+        self.layer = layer
+        self.math = DecoderLayerMath(spec)
+
+    def forward(self, input_ids, position_ids, past_length_head, past_length_tail, *past):
+        hidden = self.lm.embed_tokens(input_ids)
+        cos, sin = self.lm.rotary_emb(hidden, position_ids)
+        new = []
+        for i in range(self.spec.num_layers):
+            layer = self.lm.layers[i]
+            past_length = past_length_head if i <= self.layer else past_length_tail
+            q, k, v = self.math.project(layer, hidden, cos, sin)
+            attn = self.math.cached_attention(q, k, v, past[2 * i], past[2 * i + 1], past_length)
+            hidden, _ = self.math.finish(layer, hidden, attn)
+            new += [k, v]
+        hidden = self.lm.norm(hidden)
+        logits = self.lm_head(hidden)[:, 0]
+        return (logits, *new)

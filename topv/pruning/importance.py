@@ -1,0 +1,62 @@
+"""Per-source importance read from the transport plan, without the balanced-OT degeneracy.
+
+Sources are the visual hidden states entering decoder layer K; targets are the same positions after
+layer K's post-attention norm. A source's importance is the transport mass it sends to the targets
+(the row sum of the "contribution matrix"). Three ways to make that informative are implemented,
+selected by ``TopVConfig.importance`` (see ``docs/DESIGN.md``, "Importance"):
+
+* ``semi_relaxed`` (default): only the target marginal is imposed,
+  ``P[i, j] = b_j softmax_i(-C[i, j] / eps)``; ``I_i = sum_j P[i, j]``.
+* ``balanced``: ``iterations`` POT-order Sinkhorn iterations plus a final target half-step;
+  ``I_i = sum_j P[i, j]``. A source-only cost term acts only through the first half-step; scores flatten as it converges.
+* ``unbalanced``: the source marginal is relaxed with a KL penalty of weight ``rho``
+  (``f <- rho/(rho+eps) * (log a - LSE(...))``), ending on the exact target half-step.
+
+Scores are float32, sum to 1 over the visual tokens, and larger means more important.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from topv.pruning.config import TopVConfig
+from topv.pruning.cost import transport_cost
+from topv.pruning.sinkhorn import sinkhorn_potentials
+
+
+def importance_from_cost(cost: torch.Tensor, config: TopVConfig) -> torch.Tensor:
+    """``(..., N)`` importance of each source for a ``(..., N, M)`` float32 cost."""
+    if config.importance == "semi_relaxed":
+        log_k = -cost / config.epsilon
+        m = cost.shape[-1]
+        plan = torch.softmax(log_k, dim=-2) / m
+        return plan.sum(-1)
+    exponent = 1.0 if config.importance == "balanced" else config.rho / (config.rho + config.epsilon)
+    log_k, f, g = sinkhorn_potentials(
+        cost, None, None, config.epsilon, config.iterations, source_exponent=exponent, final_target_step=True
+    )
+    return torch.exp(f + torch.logsumexp(log_k + g.unsqueeze(-2), dim=-1))
+
+
+def token_importance(
+    source: torch.Tensor,
+    target: torch.Tensor,
+    grid_hw: tuple[int, int],
+    config: TopVConfig | None = None,
+) -> torch.Tensor:
+    """Importance of each visual token.
+
+    Args:
+        source: ``(B, N, d)`` or ``(N, d)`` hidden states entering the pruning layer (any float dtype).
+        target: same shape, the same positions after the layer's post-attention norm.
+        grid_hw: the patch grid ``(h, w)`` with ``h * w == N``, tokens in raster order.
+        config: hyperparameters; :class:`TopVConfig` defaults when None.
+
+    Returns:
+        ``(B, N)`` (or ``(N,)``) float32 scores summing to 1 per row; keep the largest.
+    """
+    config = config or TopVConfig()
+    if source.shape != target.shape:
+        raise ValueError(f"source {tuple(source.shape)} and target {tuple(target.shape)} must have the same shape")
+    cost = transport_cost(source, target, grid_hw, config)
+    return importance_from_cost(cost, config)

@@ -1,0 +1,78 @@
+"""Which visual tokens to keep: top-k by score plus uniform recovery of pruned tokens.
+
+Everything is static-shape tensor code (stable sorts and gathers), so the same function is exported
+inside the pruning graph. Ties are broken by position (the lower index ranks first), which is also
+ONNX ``TopK``'s rule, so PyTorch and exported graphs agree on tied scores.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from topv.errors import KeepOutOfRangeError
+from topv.pruning.config import TopVConfig, recovery_count
+
+
+def check_keep(keep: int, num_tokens: int) -> int:
+    """Validate a keep budget against the number of visual tokens and return it as an int."""
+    if isinstance(keep, bool) or not isinstance(keep, int):
+        raise KeepOutOfRangeError(f"keep must be an integer number of visual tokens; got {keep!r}.")
+    if not 1 <= keep <= num_tokens:
+        raise KeepOutOfRangeError(
+            f"keep must be between 1 and the number of visual tokens ({num_tokens}); got {keep}. "
+            f"Choose a budget such as {max(1, num_tokens // 3)} (1/3) or {max(1, num_tokens // 9)} (1/9)."
+        )
+    return keep
+
+
+def evenly_spaced_positions(count: int, length: int) -> torch.Tensor:
+    """``count`` distinct positions in ``range(length)``, evenly spread: floor((i + 1/2) * length / count)."""
+    if count == 0:
+        return torch.zeros(0, dtype=torch.long)
+    return ((torch.arange(count, dtype=torch.float64) + 0.5) * (length / count)).floor().long()
+
+
+def top_k_by_score(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the ``k`` largest scores per row, ties broken by the lower index.
+
+    Eagerly this is a stable descending sort; inside an ONNX export it is ``TopK``, whose specified
+    tie-break is the same (the exporter does not support stable sorts).
+    """
+    if torch.onnx.is_in_onnx_export():
+        return torch.topk(scores, k, dim=-1, largest=True, sorted=True).indices
+    return torch.sort(scores, dim=-1, descending=True, stable=True).indices[..., :k]
+
+
+def select_tokens(scores: torch.Tensor, keep: int, config: TopVConfig | None = None) -> torch.Tensor:
+    """Indices of the visual tokens to keep.
+
+    The budget is split into ``keep - R`` tokens with the highest scores and ``R =
+    recovery_count(keep, config.recovery_fraction, N)`` tokens recovered uniformly: the pruned tokens
+    in raster order, ``R`` of them taken at evenly spaced positions.
+
+    Args:
+        scores: ``(B, N)`` or ``(N,)`` importance (larger = keep).
+        keep: number of tokens to keep, ``1 <= keep <= N``.
+        config: supplies ``recovery_fraction``; defaults when None.
+
+    Returns:
+        ``(B, keep)`` (or ``(keep,)``) int64 indices, sorted ascending, unique; deterministic.
+    """
+    config = config or TopVConfig()
+    squeeze = scores.dim() == 1
+    if squeeze:
+        scores = scores.unsqueeze(0)
+    n = scores.shape[-1]
+    check_keep(keep, n)
+    recovered = recovery_count(keep, config.recovery_fraction, n)
+    k_top = keep - recovered
+    top = top_k_by_score(scores.float(), k_top)
+    if recovered:
+        positions = torch.arange(n, device=scores.device).expand(scores.shape[0], n)
+        is_top = torch.zeros_like(positions).scatter(-1, top, 1)
+        # Pruned tokens first, each group in raster order (the keys are distinct integers).
+        pruned = torch.topk(is_top * n + positions, n - k_top, dim=-1, largest=False, sorted=True).indices
+        picks = evenly_spaced_positions(recovered, n - k_top).to(scores.device)
+        top = torch.cat([top, pruned[:, picks]], dim=-1)
+    kept = torch.topk(top, keep, dim=-1, largest=False, sorted=True).values  # distinct values: ascending
+    return kept.squeeze(0) if squeeze else kept

@@ -1,0 +1,1 @@
+"""The PyTorch reference pipeline on Hugging Face LLaVA (``topv.generate``)."""

@@ -1,0 +1,150 @@
+"""``topv.generate``: one image + one prompt -> text, with visual tokens pruned at layer K."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from topv.generation.sampling import SamplingConfig, TokenSampler, check_max_new_tokens, stop_ids
+from topv.inputs import encode
+from topv.pruning.config import TopVConfig
+
+
+@dataclass
+class GenerationResult:
+    """The outcome of one generation.
+
+    Attributes:
+        token_ids: the new tokens (a stop token, when reached, is the last one).
+        text: the new tokens decoded without special tokens.
+        kept_indices: kept positions within the visual tokens (sorted), or None without pruning.
+        prompt_length: prompt tokens (visual tokens included) before pruning.
+        kept_length: tokens the layers after K hold for the prompt.
+        timings: seconds per stage: vision, prefill_head, prune, prefill_tail, and decode (a list).
+        kv_bytes: KV-cache bytes per layer at the end of the generation.
+    """
+
+    token_ids: list[int]
+    text: str
+    kept_indices: list[int] | None
+    prompt_length: int
+    kept_length: int
+    timings: dict[str, Any] = field(default_factory=dict)
+    kv_bytes: list[int] = field(default_factory=list)
+
+
+def _decode_text(processor: Any, token_ids: list[int]) -> str:
+    tokenizer = getattr(processor, "tokenizer", processor)
+    return tokenizer.decode(token_ids, skip_special_tokens=True)
+
+
+def generate_stream(
+    model: Any,
+    processor: Any,
+    image: Any,
+    prompt: str,
+    *,
+    keep: int | None = None,
+    layer: int = 2,
+    method: str = "topv",
+    max_new_tokens: int = 32,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    config: TopVConfig | None = None,
+    stop_token_ids: list[int] | None = None,
+) -> Iterator[int | GenerationResult]:
+    """Like :func:`generate`, but yields each new token id as it is chosen, then the result."""
+    from topv.reference.loading import load_model
+    from topv.reference.pipeline import ReferencePipeline, cache_bytes
+
+    if isinstance(model, (str, Path)):
+        loaded, loaded_processor = load_model(model)
+        model, processor = loaded, processor or loaded_processor
+    check_max_new_tokens(max_new_tokens)
+    sampler = TokenSampler(SamplingConfig(do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed))
+    pipe = ReferencePipeline(model, layer=layer, keep=keep, method=method, config=config, seed=seed)
+    inputs = encode(processor, image, prompt, return_tensors="pt")
+    gen_config = getattr(model, "generation_config", None)
+    stops = stop_ids(getattr(gen_config, "eos_token_id", None), stop_token_ids)
+
+    state = pipe.prefill(inputs["input_ids"], inputs["pixel_values"])
+    timings: dict[str, Any] = dict(state.timings)
+    timings["decode"] = []
+    tokens: list[int] = []
+    logits = state.logits
+    for step in range(max_new_tokens):
+        token = sampler(logits[0].float().cpu().numpy())
+        tokens.append(token)
+        yield token
+        if token in stops or step == max_new_tokens - 1:
+            break
+        t0 = time.perf_counter()
+        logits = pipe.decode_step(state, token, step)
+        timings["decode"].append(time.perf_counter() - t0)
+    yield GenerationResult(
+        token_ids=tokens,
+        text=_decode_text(processor, tokens),
+        kept_indices=state.kept_indices,
+        prompt_length=state.prompt_length,
+        kept_length=state.kept_length,
+        timings=timings,
+        kv_bytes=cache_bytes(state.cache),
+    )
+
+
+def generate(
+    model: Any,
+    processor: Any,
+    image: Any,
+    prompt: str,
+    *,
+    keep: int | None = None,
+    layer: int = 2,
+    method: str = "topv",
+    max_new_tokens: int = 32,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    config: TopVConfig | None = None,
+    stop_token_ids: list[int] | None = None,
+) -> GenerationResult:
+    """Answer ``prompt`` about ``image`` with the PyTorch reference pipeline.
+
+    Args:
+        model: a ``LlavaForConditionalGeneration``, or a local checkpoint folder (loaded with
+            ``from_pretrained`` together with its processor).
+        processor: the model's ``LlavaProcessor`` (may be None when ``model`` is a folder).
+        image: a path, a PIL image or an ``(H, W, 3)`` uint8 array.
+        prompt: the user's question; formatted with the processor's chat template.
+        keep: visual (grid) tokens to keep; None keeps all (no pruning).
+        layer: pruning layer K, 0-indexed; layers 0..K see every token.
+        method: ``topv``, ``fastv``, ``random``, ``uniform`` or ``none``.
+        max_new_tokens, do_sample, temperature, top_p, seed: decoding; greedy by default.
+        config: TopV hyperparameters (defaults when None).
+        stop_token_ids: extra stop tokens besides the model's ``eos_token_id``.
+    """
+    result = None
+    for item in generate_stream(
+        model,
+        processor,
+        image,
+        prompt,
+        keep=keep,
+        layer=layer,
+        method=method,
+        max_new_tokens=max_new_tokens,
+        do_sample=do_sample,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        config=config,
+        stop_token_ids=stop_token_ids,
+    ):
+        result = item
+    assert isinstance(result, GenerationResult)
+    return result
