@@ -47,3 +47,34 @@ def tiny_llava_dir(tmp_path_factory, tiny_llava):
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
+
+
+class ExportCache:
+    """Exports tiny models once per test session (each export takes a few seconds)."""
+
+    def __init__(self, root):
+        self.root = root
+        self.models = {}
+        self.exports = {}
+
+    def model_dir(self, name, shape, seed=3):
+        if name not in self.models:
+            from topv.models.factory import save_random_llava
+
+            self.models[name] = save_random_llava(self.root / "models" / name, shape, seed=seed)
+        return self.models[name]
+
+    def export(self, name, shape, **options):
+        key = (name, tuple(sorted(options.items())))
+        if key not in self.exports:
+            from topv.export.exporter import ExportOptions, export_model
+
+            out = self.root / "exports" / f"{name}-{len(self.exports)}"
+            export_model(self.model_dir(name, shape), out, ExportOptions(**options))
+            self.exports[key] = out
+        return self.exports[key]
+
+
+@pytest.fixture(scope="session")
+def exports(tmp_path_factory):
+    return ExportCache(tmp_path_factory.mktemp("topv"))

@@ -211,7 +211,7 @@ class PrefillTailGraph(nn.Module):
             hidden, _ = self.math.finish(layer, hidden, attn)
             presents += [k, v]
         hidden = self.lm.norm(hidden)
-        logits = self.lm_head(hidden[:, -1:, :])[:, 0]
+        logits = self.lm_head(hidden[:, -1:, :])[:, 0].float()
         return (logits, *presents)
 
 
@@ -244,5 +244,5 @@ class DecodeStepGraph(nn.Module):
             hidden, _ = self.math.finish(layer, hidden, attn)
             new += [k, v]
         hidden = self.lm.norm(hidden)
-        logits = self.lm_head(hidden)[:, 0]
+        logits = self.lm_head(hidden)[:, 0].float()
         return (logits, *new)

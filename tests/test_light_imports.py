@@ -1,0 +1,63 @@
+"""``import topv`` and every console script's ``--help`` work without heavy optional libraries."""
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BLOCKED = ("transformers", "onnxruntime", "tensorrt", "onnx", "torch", "polygraphy", "matplotlib")
+
+BLOCKER = f"""
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split('.')[0] in {BLOCKED!r}:
+            raise ImportError(f'blocked for this test: {{name}}')
+        return None
+sys.meta_path.insert(0, Block())
+"""
+
+
+def _scripts():
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return data["project"]["scripts"]
+
+
+def _run(code):
+    return subprocess.run([sys.executable, "-c", BLOCKER + code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
+def test_import_topv_without_heavy_libraries():
+    proc = _run(
+        "import topv, topv.runtime, topv.export, topv.pruning, topv.manifest\n"
+        "from topv import TopVConfig\n"
+        "print(TopVConfig().iterations, topv.__version__)\n"
+        f"assert not any(m.split('.')[0] in {BLOCKED!r} for m in sys.modules)\n"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[0] == "3"
+
+
+@pytest.mark.parametrize("script", sorted(_scripts()))
+def test_help_without_heavy_libraries(script):
+    target = _scripts()[script]
+    module, func = target.split(":")
+    proc = _run(
+        f"import sys\nsys.argv = [{script!r}, '--help']\nfrom {module} import {func}\n"
+        f"try:\n    {func}()\nexcept SystemExit as e:\n    sys.exit(e.code)\n"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"usage: {script}" in proc.stdout
+
+
+def test_missing_backend_library_is_a_clear_error():
+    proc = _run(
+        "from topv.runtime.ort_executor import import_onnxruntime\n"
+        "from topv.errors import BackendUnavailableError\n"
+        "try:\n    import_onnxruntime()\nexcept BackendUnavailableError as e:\n    print(e)\n"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "pip install onnxruntime" in proc.stdout

@@ -1,0 +1,88 @@
+"""topv-export MODEL_DIR OUT_DIR: split a Hugging Face LLaVA checkpoint into ONNX graphs with TopV pruning inside.
+
+Writes vision, prefill (layers 0..K), the pruning graph (cost, Sinkhorn, selection, gather; static keep
+count), prefill (layers K+1..), and a decode step over a static KV cache sized for the pruned length,
+plus manifest.json, shared weights, the processor and a validation report. The export checks itself
+against the PyTorch reference and fails with the numbers if a graph does not match.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from topv.cli import keep_value, positive_int, run_cli, setup_logging
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="topv-export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model_dir", help="Hugging Face LLaVA checkpoint folder (config.json, weights, processor files)")
+    p.add_argument("out_dir", help="output folder (written atomically; never overwritten without --force)")
+    p.add_argument("--keep", type=keep_value, default=None, metavar="N|all",
+                   help="visual tokens to keep after the pruning layer (default: all, no pruning)")
+    p.add_argument("--layer", type=int, default=2, metavar="K",
+                   help="pruning layer, 0-indexed: layers 0..K see all tokens (default: 2)")
+    p.add_argument("--max-prompt-tokens", type=positive_int, default=None, metavar="P",
+                   help="longest prompt incl. visual tokens; fixes the static KV cache (default: visual tokens + 64)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=32, metavar="M",
+                   help="new tokens the static KV cache has room for (default: 32)")
+    p.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32", help="weights/activations (default: fp32)")
+    p.add_argument("--opset", type=int, default=17, metavar="O", help="ONNX opset (default: 17)")
+    p.add_argument("--config", metavar="JSON", default=None,
+                   help="TopV hyperparameters as a JSON file or inline JSON object (fields of topv.TopVConfig)")
+    p.add_argument("--sample-image", metavar="PATH", default=None, help="image used to trace and validate")
+    p.add_argument("--sample-prompt", metavar="TEXT", default=None, help="prompt used to trace and validate")
+    p.add_argument("--validate-tokens", type=int, default=8, metavar="N",
+                   help="greedy tokens compared with the PyTorch reference (0: skip; default: 8)")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for validation")
+    p.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists")
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    return p
+
+
+def _topv_config(text: str | None):
+    import json
+    from pathlib import Path
+
+    from topv.errors import ConfigError
+    from topv.pruning.config import TopVConfig
+
+    if not text:
+        return TopVConfig()
+    try:
+        data = json.loads(Path(text).read_text()) if Path(text).is_file() else json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--config must be a JSON file or a JSON object; could not parse it: {exc}") from exc
+    return TopVConfig.from_dict(data)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(quiet=args.quiet)
+
+    def body() -> int:
+        from topv.export.exporter import DEFAULT_SAMPLE_PROMPT, ExportOptions, export_model
+
+        options = ExportOptions(
+            keep=args.keep,
+            layer=args.layer,
+            max_prompt_tokens=args.max_prompt_tokens,
+            max_new_tokens=args.max_new_tokens,
+            dtype=args.dtype,
+            opset=args.opset,
+            config=_topv_config(args.config),
+            force=args.force,
+            validate_tokens=args.validate_tokens,
+            sample_image=args.sample_image,
+            sample_prompt=args.sample_prompt or DEFAULT_SAMPLE_PROMPT,
+            threads=args.threads,
+        )
+        out = export_model(args.model_dir, args.out_dir, options)
+        print(out)
+        return 0
+
+    return run_cli(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
