@@ -78,25 +78,31 @@ class DecoderLayerMath:
         """float32 scaled scores ``(1, kvh, g, q, kv)``."""
         return torch.matmul(q * self.scale, k.unsqueeze(2).transpose(-1, -2)).float()
 
-    def causal_attention(self, q, k, v, position_ids: torch.Tensor) -> torch.Tensor:
-        """Self-attention over the chunk itself, causal by position id (positions are increasing)."""
-        scores = self.scores(q, k)
+    @staticmethod
+    def causal_mask(position_ids: torch.Tensor) -> torch.Tensor:
+        """``(q, q)`` float32 additive mask, causal by position id; built once per graph, shared by all layers."""
         pos = position_ids[0]
-        visible = pos.unsqueeze(0) <= pos.unsqueeze(1)  # (q, kv)
-        scores = torch.where(visible, scores, torch.full_like(scores, MASKED))
-        probs = torch.softmax(scores, dim=-1).to(v.dtype)
+        hidden_later = pos.unsqueeze(0) > pos.unsqueeze(1)  # key position after query position
+        return hidden_later.to(torch.float32) * MASKED
+
+    @staticmethod
+    def cache_mask(capacity: int, past_length: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """``(capacity,)`` float32 additive mask hiding the slots at and after ``past_length``."""
+        return (torch.arange(capacity, device=device) >= past_length).to(torch.float32) * MASKED
+
+    def causal_attention(self, q, k, v, mask: torch.Tensor) -> torch.Tensor:
+        """Self-attention over the chunk itself with an additive causal ``mask``."""
+        probs = torch.softmax(self.scores(q, k) + mask, dim=-1).to(v.dtype)
         return torch.matmul(probs, v.unsqueeze(2))
 
-    def cached_attention(self, q, k_new, v_new, past_k, past_v, past_length: torch.Tensor) -> torch.Tensor:
-        """One new token attending to ``past_length`` valid slots of static buffers plus itself.
+    def cached_attention(self, q, k_new, v_new, past_k, past_v, mask: torch.Tensor) -> torch.Tensor:
+        """One new token attending to the valid slots of static buffers (additive ``mask``) plus itself.
 
         The buffers are read, never concatenated or copied: scores over the past and over the new key
         are computed separately and joined only as (1, kvh, g, 1, C+1) float32 scores.
         """
         capacity = past_k.shape[2]
-        past_scores = self.scores(q, past_k)
-        valid = torch.arange(capacity, device=past_k.device) < past_length
-        past_scores = torch.where(valid, past_scores, torch.full_like(past_scores, MASKED))
+        past_scores = self.scores(q, past_k) + mask
         self_scores = self.scores(q, k_new)
         probs = torch.softmax(torch.cat([past_scores, self_scores], dim=-1), dim=-1).to(past_v.dtype)
         out = torch.matmul(probs[..., :capacity], past_v.unsqueeze(2))
@@ -145,12 +151,13 @@ class PrefillHeadGraph(nn.Module):
         offset = torch.argmax(is_image.to(torch.int64), dim=1)
         grid_index = offset + spec.num_extra_visual_tokens + torch.arange(spec.num_grid_tokens, device=input_ids.device)
         hidden = merged
+        mask = self.math.causal_mask(position_ids)
         presents = []
         source = target = hidden
         for i in range(self.layer + 1):
             layer = self.lm.layers[i]
             q, k, v = self.math.project(layer, hidden, cos, sin)
-            attn = self.math.causal_attention(q, k, v, position_ids)
+            attn = self.math.causal_attention(q, k, v, mask)
             if i == self.layer:
                 source = hidden
             hidden, z = self.math.finish(layer, hidden, attn)
@@ -203,11 +210,12 @@ class PrefillTailGraph(nn.Module):
     def forward(self, hidden_states: torch.Tensor, position_ids: torch.Tensor):
         cos, sin = self.lm.rotary_emb(hidden_states, position_ids)
         hidden = hidden_states
+        mask = self.math.causal_mask(position_ids)
         presents = []
         for i in range(self.layer + 1, self.spec.num_layers):
             layer = self.lm.layers[i]
             q, k, v = self.math.project(layer, hidden, cos, sin)
-            attn = self.math.causal_attention(q, k, v, position_ids)
+            attn = self.math.causal_attention(q, k, v, mask)
             hidden, _ = self.math.finish(layer, hidden, attn)
             presents += [k, v]
         hidden = self.lm.norm(hidden)
@@ -235,12 +243,15 @@ class DecodeStepGraph(nn.Module):
     def forward(self, input_ids, position_ids, past_length_head, past_length_tail, *past):
         hidden = self.lm.embed_tokens(input_ids)
         cos, sin = self.lm.rotary_emb(hidden, position_ids)
+        device = input_ids.device
+        mask_head = self.math.cache_mask(past[0].shape[2], past_length_head, device)
+        mask_tail = self.math.cache_mask(past[-1].shape[2], past_length_tail, device)
         new = []
         for i in range(self.spec.num_layers):
             layer = self.lm.layers[i]
-            past_length = past_length_head if i <= self.layer else past_length_tail
+            mask = mask_head if i <= self.layer else mask_tail
             q, k, v = self.math.project(layer, hidden, cos, sin)
-            attn = self.math.cached_attention(q, k, v, past[2 * i], past[2 * i + 1], past_length)
+            attn = self.math.cached_attention(q, k, v, past[2 * i], past[2 * i + 1], mask)
             hidden, _ = self.math.finish(layer, hidden, attn)
             new += [k, v]
         hidden = self.lm.norm(hidden)
