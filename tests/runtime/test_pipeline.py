@@ -166,3 +166,25 @@ def test_a_thousand_generations_do_not_grow_memory(pipe, scene_image):
     rss_growth = proc.memory_info().rss - rss0
     assert python_growth < 512 * 1024, f"Python heap grew by {python_growth} bytes over 1000 generations"
     assert rss_growth < 32 * 1024 * 1024, f"RSS grew by {rss_growth / 1e6:.1f} MB over 1000 generations"
+
+
+def test_torch_backend_gives_the_same_tokens(folder, pipe, scene_image):
+    torch_pipe = Pipeline.load(folder, "torch", threads=1)
+    for prompt in ("w1 w2", "w4 w4 w6"):
+        a = pipe.generate(scene_image, prompt, max_new_tokens=12)
+        b = torch_pipe.generate(scene_image, prompt, max_new_tokens=12)
+        assert (b.token_ids, b.kept_indices) == (a.token_ids, a.kept_indices)
+
+
+def test_torch_backend_needs_the_source_checkpoint(folder, tmp_path):
+    with pytest.raises(ArtifactError, match="model_dir="):
+        Pipeline.load(folder, "torch", model_dir=tmp_path)
+
+
+def test_ignore_eos_generates_exactly_max_new_tokens(pipe, scene_image):
+    free = pipe.generate(scene_image, "w1 w2", max_new_tokens=24)
+    stop = free.token_ids[2]
+    stopped = pipe.generate(scene_image, "w1 w2", max_new_tokens=24, stop_token_ids=[stop])
+    assert len(stopped.token_ids) == free.token_ids.index(stop) + 1
+    forced = pipe.generate(scene_image, "w1 w2", max_new_tokens=24, stop_token_ids=[stop], ignore_eos=True)
+    assert forced.token_ids == free.token_ids[:24] or len(forced.token_ids) == 24

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from topv.export.patches import fp32_reductions
 from topv.models.spec import ModelSpec
 from topv.pruning.config import TopVConfig
 from topv.pruning.importance import token_importance
@@ -120,7 +121,9 @@ class VisionGraph(nn.Module):
         self.strategy = model.config.vision_feature_select_strategy
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        out = self.tower(pixel_values, output_hidden_states=True, return_dict=True)
+        # Half-precision towers: softmax and LayerNorm run in float32 (Cast -> op -> Cast in the graph).
+        with fp32_reductions(pixel_values.dtype in (torch.float16, torch.bfloat16)):
+            out = self.tower(pixel_values, output_hidden_states=True, return_dict=True)
         layers = [self.feature_layer] if isinstance(self.feature_layer, int) else list(self.feature_layer)
         feats = [out.hidden_states[i] for i in layers]
         if self.strategy == "default":

@@ -245,27 +245,32 @@ class ReferencePipeline:
         return kept_visual, (scores.detach().float().cpu() if scores is not None else None)
 
     @torch.no_grad()
-    def prefill(self, input_ids: torch.Tensor, pixel_values: torch.Tensor) -> PrefillResult:
-        """Run the prompt through the model, pruning at layer K; returns the last token's logits."""
+    def prefill(
+        self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None, *, image_features: torch.Tensor | None = None
+    ) -> PrefillResult:
+        """Run the prompt through the model, pruning at layer K; returns the last token's logits.
+
+        Pass ``pixel_values`` (the vision tower runs here) or precomputed ``image_features``.
+        """
         if input_ids.dim() != 2 or input_ids.shape[0] != 1:
             raise InputError(f"The reference pipeline runs one prompt at a time; got input_ids {tuple(input_ids.shape)}.")
         timings: dict[str, float] = {}
-        t0 = time.perf_counter()
-        feats = self.image_features(pixel_values)
-        timings["vision"] = time.perf_counter() - t0
+        t0 = self._now()
+        feats = self.image_features(pixel_values) if image_features is None else image_features
+        timings["vision"] = self._now() - t0
         spec = self.spec
         offset = image_span(input_ids[0].tolist(), spec.image_token_id, spec.num_visual_tokens)
         seq = input_ids.shape[1]
-        t0 = time.perf_counter()
+        t0 = self._now()
         hidden = self.embed(input_ids, feats)
         cache = _new_cache(self.text_config)
         positions = torch.arange(seq, device=self.device).unsqueeze(0)
         with self._capture_layer() as captured:
             hidden = self._run_layers(hidden, positions, cache, range(0, self.layer + 1), seq)
-        timings["prefill_head"] = time.perf_counter() - t0
+        timings["prefill_head"] = self._now() - t0
         kept_visual: list[int] | None = None
         scores = None
-        t0 = time.perf_counter()
+        t0 = self._now()
         if self.prune:
             kept_visual, scores = self.select(captured, offset)
             keep_pos = list(range(offset)) + [offset + i for i in kept_visual] + list(
@@ -274,12 +279,12 @@ class ReferencePipeline:
             index = torch.tensor(keep_pos, device=self.device)
             hidden = hidden[:, index]
             positions = positions[:, index]
-        timings["prune"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        timings["prune"] = self._now() - t0
+        t0 = self._now()
         hidden = self._run_layers(hidden, positions, cache, range(self.layer + 1, spec.num_layers), hidden.shape[1])
         hidden = self.lm.norm(hidden)
         logits = self.model.lm_head(hidden[:, -1:, :])[:, -1]
-        timings["prefill_tail"] = time.perf_counter() - t0
+        timings["prefill_tail"] = self._now() - t0
         return PrefillResult(
             logits=logits,
             cache=cache,
@@ -306,6 +311,12 @@ class ReferencePipeline:
         return self.model.lm_head(hidden)[:, -1]
 
     # ------------------------------------------------------------------ helpers
+    def _now(self) -> float:
+        """A timestamp after the device's queued work is done, so stage timings are real on GPUs."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
     @property
     def device(self) -> torch.device:
         return self.lm.embed_tokens.weight.device

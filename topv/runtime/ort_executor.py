@@ -19,6 +19,12 @@ from topv.runtime.kv import HostKVCache, KVLayout
 
 
 def default_threads() -> int:
+    """``TOPV_THREADS`` if set, else every core this process may run on."""
+    from topv.config import default_threads as from_env
+
+    configured = from_env()
+    if configured:
+        return configured
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - non-Linux

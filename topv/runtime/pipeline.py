@@ -104,7 +104,8 @@ class _Incremental:
         return piece
 
 
-def _make_executor(folder: Path, manifest: dict[str, Any], backend: str, threads: int | None, device: str | None) -> Any:
+def _make_executor(folder: Path, manifest: dict[str, Any], backend: str, threads: int | None, device: str | None,
+                   model_dir: str | Path | None = None) -> Any:
     if backend == "ort-cpu":
         from topv.runtime.ort_executor import OrtCpuExecutor
 
@@ -120,7 +121,7 @@ def _make_executor(folder: Path, manifest: dict[str, Any], backend: str, threads
     if backend == "torch":
         from topv.runtime.torch_executor import TorchExecutor
 
-        return TorchExecutor(folder, manifest, threads=threads, device=device)
+        return TorchExecutor(folder, manifest, threads=threads, device=device, model_dir=model_dir)
     raise InputError(f"Unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}.")
 
 
@@ -157,8 +158,17 @@ class Pipeline:
         device: str | None = None,
         verify_checksums: bool = True,
         max_concurrency: int = 1,
+        model_dir: str | Path | None = None,
     ) -> "Pipeline":
         """Open an export folder: check the manifest and checksums, open the sessions, allocate the KV buffers.
+
+        Args:
+            backend: ``ort-cpu``, ``ort-cuda``, ``trt`` or ``torch``.
+            threads: CPU threads (ONNX Runtime intra-op / torch); default all available cores.
+            device: ``cuda:0`` style device for GPU backends (and ``torch``).
+            verify_checksums: check every file's SHA-256 (sizes are always checked).
+            max_concurrency: KV states preallocated; that many generations run at once.
+            model_dir: the Hugging Face checkpoint for the ``torch`` backend (default: the manifest's source).
 
         Raises:
             ArtifactError / ChecksumMismatchError / IncompatibleArtifactError: the folder is unusable.
@@ -172,7 +182,7 @@ class Pipeline:
         manifest = read_manifest(folder)
         verify_files(folder, manifest, checksums=verify_checksums)
         processor = _load_processor(folder / manifest["processor"]["folder"])
-        executor = _make_executor(folder, manifest, backend, threads, device)
+        executor = _make_executor(folder, manifest, backend, threads, device, model_dir)
         return cls(folder, manifest, executor, processor, backend, max_concurrency)
 
     # ------------------------------------------------------------------ generation
@@ -187,6 +197,7 @@ class Pipeline:
         seed: int = 0,
         stream: bool = False,
         stop_token_ids: list[int] | None = None,
+        ignore_eos: bool = False,
     ) -> RunResult | TextStream:
         """Answer ``prompt`` about ``image``.
 
@@ -197,6 +208,7 @@ class Pipeline:
             temperature: 0 (default) is greedy; > 0 samples with ``top_p`` and ``seed``.
             stream: return a :class:`TextStream` of text pieces instead of a :class:`RunResult`.
             stop_token_ids: extra stop tokens besides the model's eos.
+            ignore_eos: generate exactly ``max_new_tokens`` (benchmarks).
         """
         max_new = self.max_new_tokens if max_new_tokens is None else check_max_new_tokens(max_new_tokens)
         if max_new > self.max_new_tokens:
@@ -206,7 +218,7 @@ class Pipeline:
             )
         sampling = SamplingConfig(do_sample=temperature > 0, temperature=temperature, top_p=top_p, seed=seed)
         inputs = self._encode(image, prompt)  # errors surface here, before any state is taken
-        events = self._run(inputs, max_new, sampling, stop_token_ids)
+        events = self._run(inputs, max_new, sampling, stop_token_ids, ignore_eos)
         if stream:
             return TextStream(events)
         result = None
@@ -236,9 +248,10 @@ class Pipeline:
         }
 
     def _run(
-        self, inputs: dict[str, Any], max_new: int, sampling: SamplingConfig, extra_stops: list[int] | None
+        self, inputs: dict[str, Any], max_new: int, sampling: SamplingConfig, extra_stops: list[int] | None,
+        ignore_eos: bool = False,
     ) -> Iterator[str | RunResult]:
-        stops = self.stop_ids | set(extra_stops or ())
+        stops = frozenset() if ignore_eos else self.stop_ids | set(extra_stops or ())
         sampler = TokenSampler(sampling)
         detok = _Incremental(getattr(self.processor, "tokenizer", self.processor))
         state = self._states.get()

@@ -1,0 +1,54 @@
+"""The ort-cuda executor's binding and device-buffer logic, run on the CPU provider with CPU tensors.
+
+No GPU is needed: the same code path binds torch tensors by address and writes KV slots in place;
+only the device differs. On a GPU machine, the `cuda` test runs it for real.
+"""
+
+import pytest
+
+from topv.models.factory import LlavaShape
+from topv.runtime.pipeline import Pipeline
+
+SHAPE = LlavaShape(num_kv_heads=2, image_size=84, initializer_range=0.2)
+
+
+def _device_pipeline(folder, device):
+    from topv.manifest import read_manifest
+    from topv.runtime.ort_cuda_executor import OrtDeviceExecutor
+
+    base = Pipeline.load(folder, threads=1)
+    executor = OrtDeviceExecutor(folder, base.manifest, threads=1, device=device)
+    return base, Pipeline(folder, read_manifest(folder), executor, base.processor, "ort-device", 1)
+
+
+@pytest.mark.parametrize("keep", [10, None])
+def test_device_executor_on_cpu_matches_the_host_executor(exports, scene_image, keep):
+    folder = exports.export("device-6x6", SHAPE, keep=keep, layer=1, max_new_tokens=20)
+    host, device = _device_pipeline(folder, "cpu")
+    for prompt in ("w1 w2 w3", "w8"):
+        a = host.generate(scene_image, prompt, max_new_tokens=20)
+        b = device.generate(scene_image, prompt, max_new_tokens=20)
+        assert b.token_ids == a.token_ids
+        assert b.kept_indices == a.kept_indices
+    # Buffers are allocated once and reused: the same tensor objects serve the next request.
+    state = device._states.get()
+    ptrs = [k.data_ptr() for k in state["keys"]]
+    device._states.put(state)
+    device.generate(scene_image, "w5", max_new_tokens=4)
+    state = device._states.get()
+    assert [k.data_ptr() for k in state["keys"]] == ptrs
+    device._states.put(state)
+
+
+@pytest.mark.cuda
+def test_ort_cuda_matches_ort_cpu(exports, scene_image):
+    torch = pytest.importorskip("torch")
+    ort = pytest.importorskip("onnxruntime")
+    if not torch.cuda.is_available() or "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("needs an NVIDIA GPU with onnxruntime-gpu (CUDAExecutionProvider)")
+    folder = exports.export("device-6x6", SHAPE, keep=10, layer=1, max_new_tokens=20)
+    cpu = Pipeline.load(folder, "ort-cpu")
+    gpu = Pipeline.load(folder, "ort-cuda")
+    a = cpu.generate(scene_image, "w1 w2 w3", max_new_tokens=20)
+    b = gpu.generate(scene_image, "w1 w2 w3", max_new_tokens=20)
+    assert b.token_ids == a.token_ids and b.kept_indices == a.kept_indices
