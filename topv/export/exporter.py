@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import shutil
 import time
 import uuid
@@ -24,6 +23,7 @@ from topv._version import ARTIFACT_FORMAT, __version__
 from topv.errors import ConfigError, ExportError, InputError, OutputExistsError, ToleranceError
 from topv.manifest import file_records, write_manifest
 from topv.pruning.config import TopVConfig
+from topv.versions import library_versions
 
 log = logging.getLogger("topv.export")
 
@@ -106,16 +106,6 @@ def sample_scene(size: int = 336):
     draw.rectangle([5 * s, 2 * s, 7 * s, 4 * s], fill=(40, 200, 60))
     draw.polygon([(4 * s, 5 * s), (3 * s, 7 * s), (5 * s, 7 * s)], fill=(240, 220, 30))
     return img
-
-
-def _library_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version(), "topv": __version__}
-    for name in ("torch", "transformers", "onnx", "onnxruntime", "numpy"):
-        try:
-            versions[name] = __import__(name).__version__
-        except ImportError:
-            versions[name] = "not installed"
-    return versions
 
 
 def _check_output(out_dir: Path, force: bool) -> None:
@@ -325,7 +315,7 @@ def _manifest(model_dir, raw_config, spec, options, keep, shapes, plans, io, sta
         "opset": options.opset,
         "processor": {"folder": "processor"},
         "generation": generation,
-        "versions": _library_versions(),
+        "versions": library_versions(),
     }
 
 

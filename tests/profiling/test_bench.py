@@ -1,0 +1,51 @@
+"""topv-bench end to end on a tiny random model: JSON content, ratios, table and plot."""
+
+import json
+
+import pytest
+
+from topv.profiling.cli import main as bench_main
+
+
+@pytest.mark.slow
+def test_bench_sweep_with_hf_baseline(tmp_path, capsys):
+    out_json = tmp_path / "bench.json"
+    out_png = tmp_path / "bench.png"
+    rc = bench_main(["--model-shape", "tiny", "--keep-sweep", "all,4", "--backend", "ort-cpu", "--baseline", "hf",
+                     "--prompt-tokens", "40", "--new-tokens", "4", "--repeats", "2", "--warmup", "1",
+                     "--work-dir", str(tmp_path / "work"), "--json", str(out_json), "--plot", str(out_png), "--threads", "1"])
+    assert rc == 0
+    result = json.loads(out_json.read_text())
+    meta = result["meta"]
+    assert meta["prompt_tokens"] == 40 and meta["new_tokens"] == 4 and meta["repeats"] == 2
+    assert {"torch", "onnxruntime", "transformers"} <= set(meta["versions"])
+    assert meta["device"]["cpu"]
+    labels = [r["label"] for r in result["runs"]]
+    assert labels == ["topv ort-cpu keep=all", "topv ort-cpu keep=4", "transformers eager"]
+    topv_all, topv_4, hf = result["runs"]
+    for run in (topv_all, topv_4):
+        assert run["new_tokens"] == 4 and run["prompt_tokens"] == 40
+        for stage in ("vision", "prefill_head", "prune", "prefill_tail", "prefill", "ttft", "total", "decode_per_token"):
+            assert run["stats"][stage]["n"] >= 2 and run["stats"][stage]["p50_ms"] >= 0
+    assert topv_4["kept_prompt_tokens"] == 40 - 16 + 4
+    assert topv_4["kv_cache_bytes"] < topv_4["kv_cache_bytes_unpruned"] == topv_all["kv_cache_bytes"]
+    assert {"vision", "prefill", "ttft", "total"} <= set(hf["stats"])
+    ratios = result["ratios"]["topv ort-cpu keep=4"]
+    assert {"total_speedup_vs_hf", "prefill_speedup_vs_keep_all", "kv_bytes_vs_unpruned"} <= set(ratios)
+    assert out_png.stat().st_size > 10_000
+    printed = capsys.readouterr().out
+    assert "topv ort-cpu keep=4" in printed and "transformers eager" in printed
+
+
+def test_prompt_of_exact_length(tiny_llava, scene_image):
+    from topv.inputs import encode
+    from topv.profiling.bench import make_prompt
+
+    _, processor = tiny_llava
+    for target in (25, 60):
+        prompt = make_prompt(processor, scene_image, target)
+        assert encode(processor, scene_image, prompt)["input_ids"].shape[1] == target
+    from topv.errors import InputError
+
+    with pytest.raises(InputError, match="below"):
+        make_prompt(processor, scene_image, 5)

@@ -1,0 +1,1 @@
+"""Latency and memory profiling: a tested harness (`harness`), runners, and `topv-bench`."""

@@ -1,0 +1,349 @@
+"""``topv-bench``: what pruning buys on this machine, per stage, next to transformers, in one run.
+
+For each keep budget (one export each, built from the source checkpoint and cached in ``work_dir``) and
+each backend, the harness runs warm-ups and then measured generations of exactly ``new_tokens`` tokens
+on a prompt of ``prompt_tokens`` tokens. ``--baseline hf`` adds transformers' eager ``generate()`` (and
+``hf-static``: its static cache with automatic compilation) on the same model and inputs, in the same
+process, so ratios compare like with like.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from topv.errors import ConfigError, InputError
+from topv.profiling.harness import measure
+
+log = logging.getLogger("topv.bench")
+
+
+@dataclass
+class BenchOptions:
+    backends: list[str] = field(default_factory=lambda: ["ort-cpu"])
+    keeps: list[int | None] | None = None  # None: benchmark OUT_DIR as exported
+    prompt_tokens: int | None = None
+    new_tokens: int = 32
+    repeats: int = 5
+    warmup: int = 2
+    baselines: list[str] = field(default_factory=list)  # "hf", "hf-static"
+    threads: int | None = None
+    device: str | None = None
+    work_dir: Path = Path("artifacts/bench")
+    model_shape: str | None = None
+    dtype: str = "fp32"
+    layer: int = 2
+    image: str | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for b in self.baselines:
+            if b not in ("hf", "hf-static"):
+                raise ConfigError(f"--baseline takes hf and/or hf-static; got {b!r}.")
+        if self.repeats < 1 or self.warmup < 0 or self.new_tokens < 2:
+            raise ConfigError("--repeats must be >= 1, --warmup >= 0 and --new-tokens >= 2.")
+
+
+# ---------------------------------------------------------------------- inputs
+def make_prompt(processor: Any, image: Any, target_tokens: int | None) -> str:
+    """A question whose encoded prompt (visual tokens and template included) has ``target_tokens`` tokens.
+
+    Repeats a filler word that encodes to exactly one token; with no target, a short question.
+    """
+    from topv.inputs import encode
+
+    base = "Describe the image ."
+    if not target_tokens:
+        return base
+
+    def length(text: str) -> int:
+        return int(encode(processor, image, text, return_tensors="np")["input_ids"].shape[1])
+
+    start = length("x")
+    if target_tokens < start:
+        raise InputError(f"--prompt-tokens {target_tokens} is below the {start} tokens an image and a one-word question take.")
+    for filler in ("the", "x", "a", "w0", "w1"):
+        if length(" ".join([filler] * 3)) - length(filler) == 2:
+            break
+    else:  # pragma: no cover - every tokenizer we know has a one-token filler
+        raise InputError("Could not find a one-token filler word to build a prompt of the requested length.")
+    words = target_tokens - start + 1
+    text = " ".join([filler] * words)
+    got = length(text)
+    if got != target_tokens:
+        raise InputError(f"Built a prompt of {got} tokens for --prompt-tokens {target_tokens}; choose another length.")
+    return text
+
+
+def _export_for(source: Path, keep: int | None, options: BenchOptions, max_prompt: int) -> Path:
+    """Export ``source`` at ``keep`` into the work dir, reusing a matching earlier export."""
+    from topv.export.exporter import ExportOptions, export_model
+    from topv.manifest import read_manifest
+
+    name = f"{source.name}-k{keep if keep is not None else 'all'}-L{options.layer}-{options.dtype}-P{max_prompt}-M{options.new_tokens}"
+    out = options.work_dir / "exports" / name
+    if (out / "manifest.json").is_file():
+        try:
+            m = read_manifest(out)
+            if m["model"]["source"] == str(source.resolve()) and m["pruning"]["keep"] == keep:
+                log.info("reusing export %s", out)
+                return out
+        except Exception:  # noqa: BLE001 - a stale or broken cache entry is simply rebuilt
+            pass
+    export_model(source, out, ExportOptions(keep=keep, layer=options.layer, dtype=options.dtype, max_prompt_tokens=max_prompt,
+                                            max_new_tokens=options.new_tokens, force=True, validate_tokens=4,
+                                            threads=options.threads))
+    return out
+
+
+def _model_for_shape(shape: str, work_dir: Path, seed: int) -> Path:
+    from topv.models.factory import SHAPES, save_random_llava
+
+    if shape not in SHAPES:
+        raise ConfigError(f"Unknown --model-shape {shape!r}; known: {', '.join(SHAPES)}.")
+    out = work_dir / "models" / f"{shape}-seed{seed}"
+    if not (out / "config.json").is_file():
+        log.info("building a random-weight %s model in %s", shape, out)
+        save_random_llava(out, shape, seed=seed)
+    return out
+
+
+# ---------------------------------------------------------------------- environment
+def device_info(device: str | None) -> dict[str, Any]:
+    info: dict[str, Any] = {"platform": platform.platform(), "cpu": _cpu_name(), "cpu_count": os.cpu_count()}
+    try:
+        info["cpu_affinity"] = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover
+        pass
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            idx = torch.device(device or "cuda").index or 0
+            info["gpu"] = torch.cuda.get_device_name(idx)
+            info["gpu_capability"] = ".".join(map(str, torch.cuda.get_device_capability(idx)))
+    except ImportError:
+        pass
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def gpu_probe(device: str | None):
+    """Device memory in use (NVML when available, else torch's reserved bytes); None without a GPU."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    idx = torch.device(device or "cuda").index or 0
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(idx)
+        return lambda: int(pynvml.nvmlDeviceGetMemoryInfo(handle).used)
+    except Exception:  # noqa: BLE001 - NVML missing or unusable: fall back to torch's view
+        return lambda: int(torch.cuda.memory_reserved(idx))
+
+
+# ---------------------------------------------------------------------- the benchmark
+def run_bench(out_dir: str | Path | None, options: BenchOptions) -> dict[str, Any]:
+    from topv.export.exporter import sample_scene
+    from topv.versions import library_versions
+    from topv.manifest import read_manifest
+    from topv.runtime.pipeline import Pipeline
+    from topv.profiling.runners import PipelineRunner
+
+    if options.model_shape:
+        source = _model_for_shape(options.model_shape, options.work_dir, options.seed)
+        keeps = options.keeps if options.keeps is not None else [None]
+        base_manifest = None
+    elif out_dir is not None:
+        base_manifest = read_manifest(out_dir)
+        source = Path(base_manifest["model"]["source"])
+        keeps = options.keeps
+    else:
+        raise ConfigError("Give an export folder OUT_DIR or --model-shape NAME.")
+
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(str(source), local_files_only=True)
+    from topv.inputs import load_image
+    from topv.models.spec import model_spec
+    from topv.reference.loading import read_model_config
+
+    spec = model_spec(read_model_config(source))
+    image = load_image(options.image) if options.image else sample_scene(max(spec.image_size, 64))
+    prompt = make_prompt(processor, image, options.prompt_tokens)
+    from topv.inputs import encode
+
+    prompt_len = int(encode(processor, image, prompt, return_tensors="np")["input_ids"].shape[1])
+    max_prompt = max(prompt_len, spec.num_visual_tokens + 64)
+
+    exports: list[Path] = []
+    if keeps is None:
+        exports.append(Path(out_dir))
+    else:
+        for keep in keeps:
+            exports.append(_export_for(source, keep, options, max_prompt))
+
+    probe = gpu_probe(options.device)
+    runs = []
+    for folder in exports:
+        manifest = read_manifest(folder)
+        keep = manifest["pruning"]["keep"]
+        for backend in options.backends:
+            label = f"topv {backend} keep={keep if keep is not None else 'all'}"
+            log.info("measuring %s (%d warm-up, %d runs)", label, options.warmup, options.repeats)
+            pipe = Pipeline.load(folder, backend, threads=options.threads, device=options.device, verify_checksums=False,
+                                 model_dir=source)
+            runner = PipelineRunner(pipe, image, prompt, options.new_tokens, label)
+            m = measure(runner, warmup=options.warmup, repeats=options.repeats, gpu_probe=probe)
+            runs.append({
+                "label": label,
+                "kind": "topv",
+                "backend": backend,
+                "keep": keep,
+                "export": str(folder),
+                "prompt_tokens": runner.last.prompt_length,
+                "kept_prompt_tokens": runner.last.kept_length,
+                "new_tokens": len(runner.last.token_ids),
+                "stats": m.stats(),
+                "kv_cache_bytes": manifest["kv_cache"]["bytes"],
+                "kv_cache_bytes_unpruned": manifest["kv_cache"]["bytes_unpruned"],
+                "peak_host_rss_bytes": m.peak_host_rss_bytes,
+                "peak_gpu_bytes": m.peak_gpu_bytes,
+                "load_and_warmup_s": m.warmup_seconds,
+            })
+            del pipe, runner
+            gc.collect()
+
+    if options.baselines:
+        runs += _hf_baselines(source, processor, image, prompt, options, probe)
+
+    result = {
+        "meta": {
+            "command": " ".join(sys.argv),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "device": device_info(options.device),
+            "versions": library_versions(),
+            "model": {"source": str(source), "shape": options.model_shape, "spec": spec.to_dict()},
+            "dtype": options.dtype,
+            "layer": options.layer,
+            "batch": 1,
+            "prompt_tokens": prompt_len,
+            "new_tokens": options.new_tokens,
+            "repeats": options.repeats,
+            "warmup": options.warmup,
+            "threads": options.threads,
+        },
+        "runs": runs,
+    }
+    result["ratios"] = ratios(runs)
+    return result
+
+
+def _hf_baselines(source: Path, processor: Any, image: Any, prompt: str, options: BenchOptions, probe) -> list[dict[str, Any]]:
+    import torch
+
+    from topv.inputs import encode
+    from topv.profiling.runners import HFGenerateRunner
+    from topv.reference.loading import load_model
+
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.float16 if options.dtype == "fp16" else torch.float32
+    model, _ = load_model(source, dtype=dtype, device=device)
+    inputs = {k: v.to(device) for k, v in encode(processor, image, prompt).items()}
+    inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
+    out = []
+    for name in options.baselines:
+        label = "transformers eager" if name == "hf" else "transformers static+compile"
+        log.info("measuring %s", label)
+        runner = HFGenerateRunner(model, inputs, options.new_tokens, label, static=name == "hf-static")
+        m = measure(runner, warmup=options.warmup, repeats=options.repeats, gpu_probe=probe)
+        out.append({"label": label, "kind": name, "backend": "transformers", "keep": None,
+                    "prompt_tokens": int(inputs["input_ids"].shape[1]), "stats": m.stats(),
+                    "peak_host_rss_bytes": m.peak_host_rss_bytes, "peak_gpu_bytes": m.peak_gpu_bytes,
+                    "load_and_warmup_s": m.warmup_seconds})
+    del model
+    gc.collect()
+    return out
+
+
+def _p50(run: dict[str, Any], stage: str) -> float | None:
+    s = run["stats"].get(stage)
+    return s["p50_ms"] if s else None
+
+
+def ratios(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Speed-ups (p50) of every topv run against transformers eager / static, and of keeps against keep=all."""
+    out: dict[str, Any] = {}
+    by_kind = {r["kind"]: r for r in runs if r["kind"] in ("hf", "hf-static")}
+    for run in runs:
+        if run["kind"] != "topv":
+            continue
+        entry: dict[str, Any] = {}
+        for kind, base in by_kind.items():
+            for stage in ("total", "ttft", "prefill", "vision"):
+                a, b = _p50(run, stage), _p50(base, stage)
+                if a and b:
+                    entry[f"{stage}_speedup_vs_{kind}"] = b / a
+        full = next((r for r in runs if r["kind"] == "topv" and r["backend"] == run["backend"] and r["keep"] is None), None)
+        if full is not None and full is not run:
+            for stage in ("prefill", "total", "ttft"):
+                a, b = _p50(run, stage), _p50(full, stage)
+                if a and b:
+                    entry[f"{stage}_speedup_vs_keep_all"] = b / a
+            entry["kv_bytes_vs_unpruned"] = run["kv_cache_bytes"] / run["kv_cache_bytes_unpruned"]
+        out[run["label"]] = entry
+    return out
+
+
+def table(result: dict[str, Any]) -> str:
+    """A plain-text table of p50 latencies (ms), throughput and KV size."""
+    head = f"{'run':38s} {'vision':>8s} {'prefill':>8s} {'prune':>7s} {'TTFT':>8s} {'dec/tok':>8s} {'e2e':>9s} {'tok/s':>7s} {'KV MB':>7s}"
+    lines = [head, "-" * len(head)]
+    for run in result["runs"]:
+        def cell(stage: str, width: int, digits: int = 1) -> str:
+            v = _p50(run, stage)
+            return f"{v:{width}.{digits}f}" if v is not None else f"{'-':>{width}s}"
+
+        total = _p50(run, "total")
+        tps = (run.get("new_tokens") or result["meta"]["new_tokens"]) / (total / 1e3) if total else None
+        kv = run.get("kv_cache_bytes")
+        lines.append(
+            f"{run['label']:38s} {cell('vision', 8)} {cell('prefill', 8)} {cell('prune', 7, 2)} {cell('ttft', 8)} "
+            f"{cell('decode_per_token', 8, 2)} {cell('total', 9)} "
+            f"{(f'{tps:7.1f}' if tps else '      -')} {(f'{kv / 1e6:7.1f}' if kv else '      -')}"
+        )
+    for label, entry in result.get("ratios", {}).items():
+        if entry:
+            lines.append(f"{label}: " + ", ".join(f"{k} {v:.2f}" for k, v in entry.items()))
+    return "\n".join(lines)
+
+
+def write_json(result: dict[str, Any], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return path

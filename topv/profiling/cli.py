@@ -1,0 +1,75 @@
+"""topv-bench [OUT_DIR]: latency and memory per stage, per keep budget, next to transformers.
+
+Examples:
+  topv-bench out/llava --keep-sweep all,192,128,64 --baseline hf --json bench.json --plot bench.png
+  topv-bench --model-shape cpu-bench --keep-sweep all,64 --prompt-tokens 616 --baseline hf
+Warm-up runs are separate from measured runs; stages are timed with device synchronization.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from topv.cli import keep_value, positive_int, run_cli, setup_logging
+
+
+def _keeps(text: str):
+    return [keep_value(t) for t in text.split(",") if t.strip()]
+
+
+def _names(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="topv-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("out_dir", nargs="?", default=None, help="a topv-export folder (its source checkpoint is used for sweeps)")
+    p.add_argument("--model-shape", default=None,
+                   help="benchmark a random-weight model of a real architecture: tiny, cpu-bench, llava-edge-1b, llava-1.5-7b")
+    p.add_argument("--backend", type=_names, default=["ort-cpu"], help="comma list of ort-cpu, ort-cuda, trt, torch")
+    p.add_argument("--keep-sweep", type=_keeps, default=None, metavar="LIST", help="e.g. all,192,128,64 (one export each)")
+    p.add_argument("--prompt-tokens", type=positive_int, default=None, help="prompt length incl. visual tokens")
+    p.add_argument("--new-tokens", type=positive_int, default=32, help="tokens generated per run (eos ignored)")
+    p.add_argument("--repeats", type=positive_int, default=5, help="measured runs (default 5)")
+    p.add_argument("--warmup", type=int, default=2, help="warm-up runs, not measured (default 2)")
+    p.add_argument("--baseline", type=_names, default=[], help="hf and/or hf-static: transformers on the same inputs")
+    p.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32", help="for exports made by the sweep")
+    p.add_argument("--layer", type=int, default=2, help="pruning layer K for exports made by the sweep")
+    p.add_argument("--threads", type=positive_int, default=None)
+    p.add_argument("--device", default=None, help="e.g. cuda:0")
+    p.add_argument("--image", default=None, help="image to use (default: a generated scene)")
+    p.add_argument("--work-dir", default="artifacts/bench", help="cache for random models and sweep exports")
+    p.add_argument("--json", dest="json_path", default=None, metavar="FILE", help="write the full result as JSON")
+    p.add_argument("--plot", default=None, metavar="FILE", help="write the latency breakdown and memory bars (PNG)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+
+    def body() -> int:
+        from topv.profiling.bench import BenchOptions, run_bench, table, write_json
+
+        options = BenchOptions(
+            backends=args.backend, keeps=args.keep_sweep, prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens,
+            repeats=args.repeats, warmup=args.warmup, baselines=args.baseline, threads=args.threads, device=args.device,
+            work_dir=Path(args.work_dir), model_shape=args.model_shape, dtype=args.dtype, layer=args.layer, image=args.image,
+        )
+        result = run_bench(args.out_dir, options)
+        print(table(result))
+        if args.json_path:
+            print(f"json: {write_json(result, args.json_path)}")
+        if args.plot:
+            from topv.profiling.plot import plot_bench
+
+            print(f"plot: {plot_bench(result, args.plot)}")
+        return 0
+
+    return run_cli(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
