@@ -35,6 +35,21 @@ class GenerationResult:
     kv_bytes: list[int] = field(default_factory=list)
 
 
+def decode_tokens(pipe: Any, state: Any, max_new_tokens: int, sampler: TokenSampler, stops: frozenset[int],
+                  decode_times: list[float] | None = None) -> Iterator[int]:
+    """Yield tokens chosen from the prefill's logits and each decode step's, until a stop token or the limit."""
+    logits = state.logits
+    for step in range(max_new_tokens):
+        token = sampler(logits[0].float().cpu().numpy())
+        yield token
+        if token in stops or step == max_new_tokens - 1:
+            return
+        t0 = time.perf_counter()
+        logits = pipe.decode_step(state, token, step)
+        if decode_times is not None:
+            decode_times.append(time.perf_counter() - t0)
+
+
 def _decode_text(processor: Any, token_ids: list[int]) -> str:
     tokenizer = getattr(processor, "tokenizer", processor)
     return tokenizer.decode(token_ids, skip_special_tokens=True)
@@ -75,16 +90,9 @@ def generate_stream(
     timings: dict[str, Any] = dict(state.timings)
     timings["decode"] = []
     tokens: list[int] = []
-    logits = state.logits
-    for step in range(max_new_tokens):
-        token = sampler(logits[0].float().cpu().numpy())
+    for token in decode_tokens(pipe, state, max_new_tokens, sampler, stops, timings["decode"]):
         tokens.append(token)
         yield token
-        if token in stops or step == max_new_tokens - 1:
-            break
-        t0 = time.perf_counter()
-        logits = pipe.decode_step(state, token, step)
-        timings["decode"].append(time.perf_counter() - t0)
     yield GenerationResult(
         token_ids=tokens,
         text=_decode_text(processor, tokens),

@@ -1,0 +1,127 @@
+"""``run_eval``: load the model and data, evaluate on the chosen backend, and assemble the result."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from topv.errors import InputError
+from topv.pruning.config import TopVConfig
+
+log = logging.getLogger("topv.eval")
+
+
+@dataclass
+class EvalOptions:
+    methods: list[str] = field(default_factory=lambda: ["topv", "fastv", "random", "uniform", "none"])
+    keeps: list[int] | None = None  # default: 1/3, 2/9, 1/9 of the visual (grid) tokens
+    layer: int = 2
+    backend: str = "torch"
+    config: TopVConfig = field(default_factory=TopVConfig)
+    limit: int | None = None
+    max_new_tokens: int = 8
+    seed: int = 0
+    threads: int | None = None
+    work_dir: Path = Path("artifacts/eval")
+    predictions: str | None = None
+
+
+def default_keeps(num_grid_tokens: int) -> list[int]:
+    return [max(1, round(num_grid_tokens * f)) for f in (1 / 3, 2 / 9, 1 / 9)]
+
+
+def run_eval(model_dir: str | Path, data: str | Path, options: EvalOptions) -> dict[str, Any]:
+    from topv.evaluation.evaluate import configurations, evaluate_torch, load_jsonl, report
+    from topv.models.spec import model_spec
+    from topv.reference.loading import read_model_config
+    from topv.versions import library_versions
+
+    model_dir = Path(model_dir)
+    spec = model_spec(read_model_config(model_dir))
+    spec.check_layer(options.layer)
+    keeps = options.keeps or default_keeps(spec.num_grid_tokens)
+    examples = load_jsonl(data, options.limit)
+    configurations(options.methods, keeps)  # validates the method names
+    log.info("evaluating %s on %d examples: methods %s, keeps %s, layer %d, backend %s", model_dir, len(examples),
+             ",".join(options.methods), keeps, options.layer, options.backend)
+    sink = None
+    if options.predictions:
+        Path(options.predictions).parent.mkdir(parents=True, exist_ok=True)
+        sink = open(options.predictions, "w")
+    t0 = time.perf_counter()
+    try:
+        write = (lambda rec: sink.write(json.dumps(rec) + "\n")) if sink else None
+        if options.backend == "torch":
+            import torch
+
+            from topv.reference.loading import load_model
+
+            if options.threads:
+                torch.set_num_threads(options.threads)
+            model, processor = load_model(model_dir)
+            cells = evaluate_torch(model, processor, examples, methods=options.methods, keeps=keeps, layer=options.layer,
+                                   config=options.config, max_new_tokens=options.max_new_tokens, seed=options.seed,
+                                   on_prediction=write)
+        elif options.backend == "ort-cpu":
+            cells = _evaluate_exported(model_dir, examples, keeps, options, write)
+        else:
+            raise InputError(f"topv-eval backends are torch and ort-cpu; got {options.backend!r}.")
+    finally:
+        if sink:
+            sink.close()
+    result = report(cells, spec.num_grid_tokens)
+    result["meta"] = {
+        "model": str(model_dir),
+        "data": str(data),
+        "n": len(examples),
+        "methods": options.methods,
+        "keeps": keeps,
+        "layer": options.layer,
+        "backend": options.backend,
+        "num_visual_tokens": spec.num_grid_tokens,
+        "topv_config": options.config.to_dict(),
+        "max_new_tokens": options.max_new_tokens,
+        "seed": options.seed,
+        "seconds": time.perf_counter() - t0,
+        "versions": library_versions(),
+    }
+    return result
+
+
+def _evaluate_exported(model_dir: Path, examples, keeps, options: EvalOptions, write):
+    from topv.data.answers import answers_match
+    from topv.evaluation.evaluate import Cell
+    from topv.export.exporter import ExportOptions, export_model
+    from topv.runtime.pipeline import Pipeline
+
+    unsupported = [m for m in options.methods if m not in ("topv", "none")]
+    if unsupported:
+        raise InputError(
+            f"--backend ort-cpu evaluates exported graphs, which implement topv and none only; drop {unsupported} or use "
+            "--backend torch."
+        )
+    cells = []
+    plan = ([("none", None)] if "none" in options.methods else []) + [("topv", k) for k in keeps if "topv" in options.methods]
+    for method, keep in plan:
+        out = options.work_dir / f"{model_dir.name}-k{keep if keep is not None else 'all'}-L{options.layer}"
+        export_model(model_dir, out, ExportOptions(keep=keep, layer=options.layer, config=options.config,
+                                                  max_new_tokens=options.max_new_tokens, force=True, threads=options.threads))
+        pipe = Pipeline.load(out, threads=options.threads)
+        cell = Cell(method, keep)
+        for index, ex in enumerate(examples):
+            r = pipe.generate(ex.image, ex.question, max_new_tokens=options.max_new_tokens)
+            ok = answers_match(r.text, ex.answer)
+            cell.total += 1
+            cell.correct += ok
+            if r.kept_indices is not None:
+                cell.kept.append(r.kept_indices)
+            if write:
+                write({"index": index, "method": method, "keep": keep, "prediction": r.text, "answer": ex.answer,
+                       "correct": ok, "kept_indices": r.kept_indices})
+        log.info("%s keep=%s: accuracy %.3f", method, keep, cell.accuracy)
+        cells.append(cell)
+    return cells
