@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validate-tokens", type=int, default=8, metavar="N",
                    help="greedy tokens compared with the PyTorch reference (0: skip; default: 8)")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for validation")
+    p.add_argument("--device", default="cpu", help="trace and validate on cpu (default) or cuda[:i]")
     p.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     return p
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             sample_image=args.sample_image,
             sample_prompt=args.sample_prompt or DEFAULT_SAMPLE_PROMPT,
             threads=args.threads,
+            device=args.device,
         )
         out = export_model(args.model_dir, args.out_dir, options)
         print(out)

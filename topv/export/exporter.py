@@ -46,6 +46,8 @@ class ExportOptions:
         validate_tokens: greedy tokens compared with the PyTorch reference (0 skips the generation check).
         sample_image / sample_prompt: the real input used to trace and validate (default: a generated scene).
         threads: ONNX Runtime threads for validation (default: all available cores).
+        device: where the model is traced and validated: ``cpu`` or ``cuda[:i]`` (needs onnxruntime-gpu for
+            the graph checks; large fp16 models are impractical to validate on a CPU).
     """
 
     keep: int | None = None
@@ -60,6 +62,7 @@ class ExportOptions:
     sample_image: str | None = None
     sample_prompt: str = DEFAULT_SAMPLE_PROMPT
     threads: int | None = None
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.dtype not in ("fp32", "fp16"):
@@ -160,7 +163,7 @@ def export_model(model_dir: str | Path, out_dir: str | Path, options: ExportOpti
         if keep == spec.num_grid_tokens:
             keep = None  # keeping every token is no pruning
     torch_dtype = torch.float16 if options.dtype == "fp16" else torch.float32
-    model, processor = load_model(model_dir, dtype=torch_dtype, attn_implementation="eager")
+    model, processor = load_model(model_dir, dtype=torch_dtype, device=options.device, attn_implementation="eager")
     image = load_image(options.sample_image) if options.sample_image else sample_scene(max(spec.image_size, 64))
     sample = encode(processor, image, options.sample_prompt)
     longer = encode(processor, image, " ".join([options.sample_prompt] * 3))
@@ -337,7 +340,15 @@ def _validate(tmp, manifest, model, processor, plans, samples, shapes, keep, opt
 
     ort = import_onnxruntime()
     opts = session_options(options.threads or 1)
-    sessions = {name: ort.InferenceSession(str(tmp / entry["file"]), sess_options=opts, providers=["CPUExecutionProvider"])
+    on_gpu = options.device.startswith("cuda")
+    if on_gpu:
+        if hasattr(ort, "preload_dlls"):
+            ort.preload_dlls()
+        index = torch.device(options.device).index or 0
+        providers: list = [("CUDAExecutionProvider", {"device_id": str(index)}), "CPUExecutionProvider"]
+    else:
+        providers = ["CPUExecutionProvider"]
+    sessions = {name: ort.InferenceSession(str(tmp / entry["file"]), sess_options=opts, providers=providers)
                 for name, entry in manifest["graphs"].items()}
     checks = check_graphs(sessions, plans, samples, shapes, options.layer, options.dtype)
     ref_checks = check_against_reference(
@@ -350,7 +361,8 @@ def _validate(tmp, manifest, model, processor, plans, samples, shapes, keep, opt
     if options.validate_tokens:
         from topv.runtime.pipeline import Pipeline
 
-        pipe = Pipeline.load(tmp, "ort-cpu", threads=options.threads, verify_checksums=False)
+        pipe = Pipeline.load(tmp, "ort-cuda" if on_gpu else "ort-cpu", threads=options.threads, device=options.device if on_gpu else None,
+                             verify_checksums=False)
         n = min(options.validate_tokens, shapes.max_new_tokens)
         got = pipe.generate(image, options.sample_prompt, max_new_tokens=n)
         with torch.no_grad():

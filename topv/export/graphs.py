@@ -82,12 +82,14 @@ def plan_graphs(
     plans: list[GraphPlan] = []
     with torch.no_grad():
         vision = VisionGraph(model).eval()
-        pixel_values = sample["pixel_values"].to(next(model.parameters()).dtype)
+        param = next(model.parameters())
+        dev = param.device
+        pixel_values = sample["pixel_values"].to(device=dev, dtype=param.dtype)
         features = vision(pixel_values)
         plans.append(GraphPlan("vision", vision, (pixel_values,), ["pixel_values"], ["image_features"], {}))
 
         head = PrefillHeadGraph(model, spec, layer).eval()
-        input_ids = sample["input_ids"]
+        input_ids = sample["input_ids"].to(dev)
         head_out = head(input_ids, features)
         head_outputs = ["hidden_states", "prune_source", "prune_target", *kv_names("present", head_layers)]
         plans.append(
@@ -100,7 +102,7 @@ def plan_graphs(
                 {"input_ids": {1: SEQ}, "hidden_states": {1: SEQ}, **{n: {2: SEQ} for n in head_outputs[3:]}},
             )
         )
-        hidden, positions = head_out[0], torch.arange(input_ids.shape[1]).unsqueeze(0)
+        hidden, positions = head_out[0], torch.arange(input_ids.shape[1], device=dev).unsqueeze(0)
         if keep is not None:
             prune = PruneGraph(spec, keep, config).eval()
             prune_args = (head_out[0], head_out[1], head_out[2], input_ids)
@@ -137,14 +139,14 @@ def plan_graphs(
         past = []
         for i in range(spec.num_layers):
             capacity = shapes.capacity_head if i <= layer else shapes.capacity_tail
-            buf = torch.zeros(1, spec.num_kv_heads, capacity, spec.head_dim, dtype=dtype)
+            buf = torch.zeros(1, spec.num_kv_heads, capacity, spec.head_dim, dtype=dtype, device=dev)
             past += [buf, buf.clone()]
         seq = input_ids.shape[1]
         decode_args = (
-            torch.tensor([[5]], dtype=torch.int64),
-            torch.tensor([[seq]], dtype=torch.int64),
-            torch.tensor([seq], dtype=torch.int64),
-            torch.tensor([hidden.shape[1]], dtype=torch.int64),
+            torch.tensor([[5]], dtype=torch.int64, device=dev),
+            torch.tensor([[seq]], dtype=torch.int64, device=dev),
+            torch.tensor([seq], dtype=torch.int64, device=dev),
+            torch.tensor([hidden.shape[1]], dtype=torch.int64, device=dev),
             *past,
         )
         plans.append(

@@ -73,11 +73,15 @@ def module_chain(
 ) -> dict[str, tuple[dict[str, np.ndarray], list[np.ndarray]]]:
     """Each graph's feeds and its module's outputs, chained from one prompt exactly as the runtime chains them."""
     out: dict[str, tuple[dict[str, np.ndarray], list[np.ndarray]]] = {}
+    param = next(plans["vision"].module.parameters())
+    dev = param.device
+    input_ids = input_ids.to(dev)
+    pixel_values = pixel_values.to(device=dev, dtype=param.dtype)
     features = plans["vision"].module(pixel_values)
     out["vision"] = ({"pixel_values": _np(pixel_values)}, [_np(features)])
     head = plans["prefill_head"].module(input_ids, features)
     out["prefill_head"] = ({"input_ids": _np(input_ids), "image_features": _np(features)}, [_np(t) for t in head])
-    hidden, positions = head[0], torch.arange(input_ids.shape[1]).unsqueeze(0)
+    hidden, positions = head[0], torch.arange(input_ids.shape[1], device=dev).unsqueeze(0)
     if "prune" in plans:
         prune_in = (head[0], head[1], head[2], input_ids)
         kept, hidden, positions = plans["prune"].module(*prune_in)
@@ -93,16 +97,16 @@ def module_chain(
     for i in range(num_layers):
         capacity = shapes.capacity_head if i <= layer else shapes.capacity_tail
         for t in (presents[2 * i], presents[2 * i + 1]):
-            buf = torch.zeros(t.shape[0], t.shape[1], capacity, t.shape[3], dtype=t.dtype)
+            buf = torch.zeros(t.shape[0], t.shape[1], capacity, t.shape[3], dtype=t.dtype, device=dev)
             buf[:, :, : t.shape[2]] = t
             past.append(buf)
     token = int(torch.argmax(tail[0][0]))
     seq = input_ids.shape[1]
     args = (
-        torch.tensor([[token]]),
-        torch.tensor([[seq]]),
-        torch.tensor([seq]),
-        torch.tensor([hidden.shape[1]]),
+        torch.tensor([[token]], device=dev),
+        torch.tensor([[seq]], device=dev),
+        torch.tensor([seq], device=dev),
+        torch.tensor([hidden.shape[1]], device=dev),
         *past,
     )
     step = decode.module(*args)
@@ -137,7 +141,7 @@ def check_against_reference(
     from topv.reference.pipeline import ReferencePipeline
 
     ref = ReferencePipeline(model, layer=layer, keep=keep, method="topv", config=config)
-    state = ref.prefill(input_ids, pixel_values)
+    state = ref.prefill(input_ids.to(ref.device), pixel_values.to(ref.device))
     chain = module_chain(plans, input_ids, pixel_values, shapes, layer)
     seq = int(input_ids.shape[1])
     checks = [compare("reference", "prefill_logits", seq, chain["prefill_tail"][1][0], _np(state.logits.float()), dtype)]

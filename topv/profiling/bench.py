@@ -100,7 +100,7 @@ def _export_for(source: Path, keep: int | None, options: BenchOptions, max_promp
             pass
     export_model(source, out, ExportOptions(keep=keep, layer=options.layer, dtype=options.dtype, max_prompt_tokens=max_prompt,
                                             max_new_tokens=options.new_tokens, force=True, validate_tokens=4,
-                                            threads=options.threads))
+                                            threads=options.threads, device=options.device or "cpu"))
     return out
 
 
