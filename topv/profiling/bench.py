@@ -101,18 +101,41 @@ def _export_for(source: Path, keep: int | None, options: BenchOptions, max_promp
     export_model(source, out, ExportOptions(keep=keep, layer=options.layer, dtype=options.dtype, max_prompt_tokens=max_prompt,
                                             max_new_tokens=options.new_tokens, force=True, validate_tokens=4,
                                             threads=options.threads, device=options.device or "cpu"))
+    _link_identical_weights(out)
     return out
 
 
-def _model_for_shape(shape: str, work_dir: Path, seed: int) -> Path:
+def _link_identical_weights(out: Path) -> None:
+    """Exports of one model at different keeps store byte-identical weights: hard-link them to save disk."""
+    from topv.manifest import read_manifest
+
+    mine = read_manifest(out)["files"]["weights.bin"]
+    for other in sorted(out.parent.iterdir()):
+        if other == out or not (other / "manifest.json").is_file():
+            continue
+        try:
+            theirs = read_manifest(other)["files"].get("weights.bin")
+        except Exception:  # noqa: BLE001 - unrelated or broken folders are skipped
+            continue
+        if theirs and theirs["sha256"] == mine["sha256"] and (other / "weights.bin").stat().st_size == mine["bytes"]:
+            tmp = out / ".weights.bin.link"
+            os.link(other / "weights.bin", tmp)
+            os.replace(tmp, out / "weights.bin")
+            log.info("weights.bin shared with %s (hard link)", other.name)
+            return
+
+
+def _model_for_shape(shape: str, work_dir: Path, seed: int, dtype: str = "fp32") -> Path:
     from topv.models.factory import SHAPES, save_random_llava
 
     if shape not in SHAPES:
         raise ConfigError(f"Unknown --model-shape {shape!r}; known: {', '.join(SHAPES)}.")
-    out = work_dir / "models" / f"{shape}-seed{seed}"
+    out = work_dir / "models" / f"{shape}-seed{seed}-{dtype}"
     if not (out / "config.json").is_file():
+        import torch
+
         log.info("building a random-weight %s model in %s", shape, out)
-        save_random_llava(out, shape, seed=seed)
+        save_random_llava(out, shape, seed=seed, dtype=torch.float16 if dtype == "fp16" else None)
     return out
 
 
@@ -173,7 +196,7 @@ def run_bench(out_dir: str | Path | None, options: BenchOptions) -> dict[str, An
     from topv.profiling.runners import PipelineRunner
 
     if options.model_shape:
-        source = _model_for_shape(options.model_shape, options.work_dir, options.seed)
+        source = _model_for_shape(options.model_shape, options.work_dir, options.seed, options.dtype)
         keeps = options.keeps if options.keeps is not None else [None]
         base_manifest = None
     elif out_dir is not None:
