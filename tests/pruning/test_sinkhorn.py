@@ -57,3 +57,16 @@ def test_plan_row_sums_equal_source_marginal_after_pot_order():
     cost, a, b = _problem(20, 20, seed=5, dtype=torch.float64)
     plan = topv.sinkhorn(cost, a, b, 0.1, 3)
     torch.testing.assert_close(plan.sum(-1), a, rtol=0, atol=1e-14)
+
+
+def test_numpy_inputs_give_numpy_results_equal_to_pot():
+    rng = np.random.default_rng(0)
+    cost = rng.random((8, 6))
+    a = np.full(8, 1 / 8)
+    b = rng.random(6)
+    b /= b.sum()
+    plan = topv.sinkhorn(cost, a, b, 0.1, 3)
+    assert isinstance(plan, np.ndarray)
+    np.testing.assert_allclose(plan, ot.bregman.sinkhorn_log(a, b, cost, 0.1, numItermax=3, stopThr=0, warn=False), atol=1e-12)
+    np.testing.assert_allclose(topv.sinkhorn(cost, [], [], 0.1, 2),
+                               ot.bregman.sinkhorn_log([], [], cost, 0.1, numItermax=2, stopThr=0, warn=False), atol=1e-12)

@@ -56,6 +56,8 @@ def token_importance(
         ``(B, N)`` (or ``(N,)``) float32 scores summing to 1 per row; keep the largest.
     """
     config = config or TopVConfig()
+    source = torch.as_tensor(source)
+    target = torch.as_tensor(target)
     if source.shape != target.shape:
         raise ValueError(f"source {tuple(source.shape)} and target {tuple(target.shape)} must have the same shape")
     cost = transport_cost(source, target, grid_hw, config)

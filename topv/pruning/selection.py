@@ -59,6 +59,7 @@ def select_tokens(scores: torch.Tensor, keep: int, config: TopVConfig | None = N
         ``(B, keep)`` (or ``(keep,)``) int64 indices, sorted ascending, unique; deterministic.
     """
     config = config or TopVConfig()
+    scores = torch.as_tensor(scores)
     squeeze = scores.dim() == 1
     if squeeze:
         scores = scores.unsqueeze(0)

@@ -8,7 +8,21 @@ float64 round-off for the same number of iterations.
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import torch
+
+
+def _as_tensor(x: Any, like: torch.Tensor | None = None) -> torch.Tensor | None:
+    """Accept torch tensors, numpy arrays and lists (POT's empty-list convention means "uniform")."""
+    if x is None:
+        return None
+    if not isinstance(x, torch.Tensor):
+        x = torch.as_tensor(np.asarray(x, dtype=np.float64) if like is None else np.asarray(x))
+    if x.numel() == 0:
+        return None
+    return x
 
 
 def _log_marginal(m: torch.Tensor | None, batch: tuple[int, ...], size: int, like: torch.Tensor) -> torch.Tensor:
@@ -72,7 +86,11 @@ def sinkhorn(
 
     Returns:
         The plan ``(..., n, m)`` in the dtype of ``cost``; equal to
-        ``ot.bregman.sinkhorn_log(a, b, cost, eps, numItermax=iters, stopThr=0)``.
+        ``ot.bregman.sinkhorn_log(a, b, cost, eps, numItermax=iters, stopThr=0)``. NumPy inputs give a
+        NumPy result (computed in their dtype); empty ``a``/``b`` mean uniform, as in POT.
     """
-    log_k, f, g = sinkhorn_potentials(cost, a, b, eps, iters)
-    return torch.exp(log_k + f.unsqueeze(-1) + g.unsqueeze(-2))
+    numpy_in = not isinstance(cost, torch.Tensor)
+    cost_t = _as_tensor(cost)
+    log_k, f, g = sinkhorn_potentials(cost_t, _as_tensor(a, cost_t), _as_tensor(b, cost_t), eps, iters)
+    plan = torch.exp(log_k + f.unsqueeze(-1) + g.unsqueeze(-2))
+    return plan.numpy() if numpy_in else plan
