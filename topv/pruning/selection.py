@@ -26,10 +26,13 @@ def check_keep(keep: int, num_tokens: int) -> int:
 
 
 def evenly_spaced_positions(count: int, length: int) -> torch.Tensor:
-    """``count`` distinct positions in ``range(length)``, evenly spread: floor((i + 1/2) * length / count)."""
+    """``count`` distinct positions in ``range(length)``, evenly spread: floor((i + 1/2) * length / count).
+
+    Integer arithmetic, so an exported graph holds an int64 constant (no float64).
+    """
     if count == 0:
         return torch.zeros(0, dtype=torch.long)
-    return ((torch.arange(count, dtype=torch.float64) + 0.5) * (length / count)).floor().long()
+    return ((2 * torch.arange(count, dtype=torch.long) + 1) * length) // (2 * count)
 
 
 def top_k_by_score(scores: torch.Tensor, k: int) -> torch.Tensor:
