@@ -1,6 +1,7 @@
 """Environment variables topv reads, all in one place.
 
 TOPV_ORT_CUDA_GRAPH   "1" captures the ort-cuda decode step as a CUDA graph (experimental; default off).
+TOPV_TRT_CUDA_GRAPH   "1" captures the trt decode step as a CUDA graph (experimental; default off).
 TOPV_THREADS          default CPU thread count for ONNX Runtime / torch (default: all available cores).
 """
 
@@ -42,6 +43,10 @@ def env_int(name: str) -> int | None:
 
 def ort_cuda_graph() -> bool:
     return env_flag("TOPV_ORT_CUDA_GRAPH", False)
+
+
+def trt_cuda_graph() -> bool:
+    return env_flag("TOPV_TRT_CUDA_GRAPH", False)
 
 
 def default_threads() -> int | None:

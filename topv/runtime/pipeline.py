@@ -105,7 +105,7 @@ class _Incremental:
 
 
 def _make_executor(folder: Path, manifest: dict[str, Any], backend: str, threads: int | None, device: str | None,
-                   model_dir: str | Path | None = None) -> Any:
+                   model_dir: str | Path | None = None, verify_checksums: bool = True) -> Any:
     if backend == "ort-cpu":
         from topv.runtime.ort_executor import OrtCpuExecutor
 
@@ -117,7 +117,9 @@ def _make_executor(folder: Path, manifest: dict[str, Any], backend: str, threads
     if backend == "trt":
         from topv.engines.runtime import TrtExecutor
 
-        return TrtExecutor(folder, manifest, device=device)
+        from topv.config import trt_cuda_graph
+
+        return TrtExecutor(folder, manifest, device=device, cuda_graph=trt_cuda_graph(), verify_checksums=verify_checksums)
     if backend == "torch":
         from topv.runtime.torch_executor import TorchExecutor
 
@@ -182,7 +184,7 @@ class Pipeline:
         manifest = read_manifest(folder)
         verify_files(folder, manifest, checksums=verify_checksums)
         processor = _load_processor(folder / manifest["processor"]["folder"])
-        executor = _make_executor(folder, manifest, backend, threads, device, model_dir)
+        executor = _make_executor(folder, manifest, backend, threads, device, model_dir, verify_checksums)
         return cls(folder, manifest, executor, processor, backend, max_concurrency)
 
     # ------------------------------------------------------------------ generation
