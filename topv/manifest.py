@@ -93,6 +93,29 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     return manifest
 
 
+def check_file(path: Path, expected_bytes: int, expected_sha256: str, *, what: str, hint: str, checksums: bool = True) -> None:
+    """One listed file: present, of the listed size, and (optionally) of the listed SHA-256.
+
+    Raises:
+        ArtifactError: the file is missing or truncated.
+        ChecksumMismatchError: its content differs.
+    """
+    if not path.is_file():
+        raise ArtifactError(f"{what}, listed in the manifest, is missing from {str(path.parent)!r}. {hint}")
+    size = path.stat().st_size
+    if size != expected_bytes:
+        raise ArtifactError(
+            f"{what} has {size} bytes but the manifest expects {expected_bytes}; the file is truncated or was replaced. {hint}"
+        )
+    if checksums:
+        digest = sha256_file(path)
+        if digest != expected_sha256:
+            raise ChecksumMismatchError(
+                f"{what} does not match its SHA-256 in the manifest (expected {expected_sha256[:16]}..., found {digest[:16]}...); the "
+                f"file was modified or corrupted. {hint}"
+            )
+
+
 def verify_files(folder: str | Path, manifest: dict[str, Any], *, checksums: bool = True) -> None:
     """Check that every file the manifest lists exists with its size and (optionally) SHA-256.
 
@@ -101,23 +124,9 @@ def verify_files(folder: str | Path, manifest: dict[str, Any], *, checksums: boo
         ChecksumMismatchError: a file's content differs from the manifest.
     """
     folder = Path(folder)
+    hint = "Copy the folder again or re-export the model."
     for rel, record in manifest["files"].items():
-        path = folder / rel
-        if not path.is_file():
-            raise ArtifactError(f"{rel} listed in the manifest is missing from {str(folder)!r}; re-export the model.")
-        size = path.stat().st_size
-        if size != record["bytes"]:
-            raise ArtifactError(
-                f"{rel} has {size} bytes but the manifest expects {record['bytes']}; the file is truncated or was "
-                "replaced. Copy the folder again or re-export it."
-            )
-        if checksums:
-            digest = sha256_file(path)
-            if digest != record["sha256"]:
-                raise ChecksumMismatchError(
-                    f"{rel} does not match its SHA-256 in the manifest (expected {record['sha256'][:16]}..., found "
-                    f"{digest[:16]}...); the file was modified or corrupted. Copy the folder again or re-export it."
-                )
+        check_file(folder / rel, record["bytes"], record["sha256"], what=rel, hint=hint, checksums=checksums)
 
 
 def graph_entry(manifest: dict[str, Any], name: str) -> dict[str, Any]:

