@@ -6,7 +6,7 @@ import pytest
 
 from topv.errors import InputError
 from topv.evaluation.cli import main as eval_main
-from topv.evaluation.evaluate import Cell, configurations, load_jsonl, mean_overlap, report
+from topv.evaluation.evaluate import Cell, configurations, load_jsonl, report
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """With pruning off, the reference pipeline's greedy tokens equal ``model.generate()`` token for token."""
 
 import pytest
-import torch
 
 import topv
 from topv.inputs import encode

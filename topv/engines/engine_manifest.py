@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from topv._version import __version__
-from topv.errors import ArtifactError, ChecksumMismatchError, IncompatibleArtifactError
-from topv.manifest import check_file, sha256_file
+from topv.errors import ArtifactError, IncompatibleArtifactError
+from topv.manifest import check_file
 
 ENGINE_MANIFEST_NAME = "engines.json"
 ENGINE_FORMAT = 1

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from topv._version import ARTIFACT_FORMAT, __version__
-from topv.errors import ConfigError, ExportError, InputError, OutputExistsError, ToleranceError
+from topv.errors import ConfigError, InputError, OutputExistsError, ToleranceError
 from topv.manifest import file_records, write_manifest
 from topv.pruning.config import TopVConfig
 from topv.versions import library_versions

@@ -7,7 +7,6 @@ requests, and benchmarks have a baseline that executes transformers' own modules
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
