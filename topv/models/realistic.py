@@ -801,36 +801,45 @@ def save_adapter(
     alpha: float = 0.0,
     targets: Sequence[str] = (),
     metadata: dict[str, Any] | None = None,
+    dtype: str = "float32",
 ) -> Path:
-    """Write an adapter file (safetensors, fp32), atomically (temporary file, then rename).
+    """Write an adapter file (safetensors), atomically (temporary file, then rename).
 
     Keys: ``model.multi_modal_projector.<name>`` for the projector and ``<module path>.lora_A.weight`` /
-    ``<module path>.lora_B.weight`` for each LoRA module. Metadata (strings): ``format``
-    (:data:`ADAPTER_FORMAT`), ``version``, ``lora_rank``, ``lora_alpha``, ``lora_target_modules``
-    (comma-separated) and the entries of ``metadata`` (non-strings as JSON).
+    ``<module path>.lora_B.weight`` for each LoRA module, stored as ``dtype`` (``float32`` or ``float16``;
+    :func:`load_adapter` returns float32). Metadata (strings): ``format`` (:data:`ADAPTER_FORMAT`), ``version``,
+    ``lora_rank``, ``lora_alpha``, ``lora_target_modules`` (comma-separated) and the entries of ``metadata``
+    (non-strings as JSON).
     """
     import json
     import os
 
+    import torch
     from safetensors.torch import save_file
+
+    dtypes = {"float32": torch.float32, "float16": torch.float16}
+    if dtype not in dtypes:
+        raise ConfigError(f"Adapter dtype must be one of {list(dtypes)}; got {dtype!r}.")
+    store = dtypes[dtype]
 
     lora = lora or {}
     if sorted(projector) != sorted(PROJECTOR_KEYS):
         raise ConfigError(f"The adapter's projector must have the keys {list(PROJECTOR_KEYS)}; got {sorted(projector)}.")
     if lora and (rank <= 0 or not targets):
         raise ConfigError("LoRA matrices need a positive rank and their target modules.")
-    tensors: dict[str, Any] = {PROJECTOR_PREFIX + k: v.detach().float().cpu().contiguous() for k, v in projector.items()}
+    tensors: dict[str, Any] = {PROJECTOR_PREFIX + k: v.detach().to(store).cpu().contiguous() for k, v in projector.items()}
     for module, (a, b) in sorted(lora.items()):
         if not _lora_module_ok(module, targets):
             raise ConfigError(f"LoRA module {module!r} is not a decoder linear layer among the targets {list(targets)}.")
-        tensors[f"{module}.lora_A.weight"] = a.detach().float().cpu().contiguous()
-        tensors[f"{module}.lora_B.weight"] = b.detach().float().cpu().contiguous()
+        tensors[f"{module}.lora_A.weight"] = a.detach().to(store).cpu().contiguous()
+        tensors[f"{module}.lora_B.weight"] = b.detach().to(store).cpu().contiguous()
     meta = {
         "format": ADAPTER_FORMAT,
         "version": ADAPTER_VERSION,
         "lora_rank": str(int(rank) if lora else 0),
         "lora_alpha": repr(float(alpha) if lora else 0.0),
         "lora_target_modules": ",".join(targets) if lora else "",
+        "dtype": dtype,
     }
     for key, value in (metadata or {}).items():
         if key in meta:
@@ -840,6 +849,9 @@ def save_adapter(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(tensors, str(tmp), metadata=meta)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, path)
     return path
 
@@ -873,7 +885,7 @@ def load_adapter(path: str | Path, *, vision_hidden: int = 384, text_hidden: int
     bad_targets = [t for t in targets if t not in LORA_MODULES]
     if bad_targets:
         raise ArtifactError(f"{path}: unknown LoRA target modules {bad_targets} (known: {list(LORA_MODULES)}).")
-    projector = {k[len(PROJECTOR_PREFIX):]: v for k, v in raw.items() if k.startswith(PROJECTOR_PREFIX)}
+    projector = {k[len(PROJECTOR_PREFIX):]: v.float() for k, v in raw.items() if k.startswith(PROJECTOR_PREFIX)}
     if sorted(projector) != sorted(PROJECTOR_KEYS):
         raise ArtifactError(f"{path}: the adapter must hold the projector {[PROJECTOR_PREFIX + k for k in PROJECTOR_KEYS]}; found {sorted(raw)[:8]}.")
     projector = _checked_projector(projector, vision_hidden, text_hidden, f"Adapter file {path}")

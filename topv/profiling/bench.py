@@ -101,28 +101,7 @@ def _export_for(source: Path, keep: int | None, options: BenchOptions, max_promp
     export_model(source, out, ExportOptions(keep=keep, layer=options.layer, dtype=options.dtype, max_prompt_tokens=max_prompt,
                                             max_new_tokens=options.new_tokens, force=True, validate_tokens=4,
                                             threads=options.threads, device=options.device or "cpu"))
-    _link_identical_weights(out)
     return out
-
-
-def _link_identical_weights(out: Path) -> None:
-    """Exports of one model at different keeps store byte-identical weights: hard-link them to save disk."""
-    from topv.manifest import read_manifest
-
-    mine = read_manifest(out)["files"]["weights.bin"]
-    for other in sorted(out.parent.iterdir()):
-        if other == out or not (other / "manifest.json").is_file():
-            continue
-        try:
-            theirs = read_manifest(other)["files"].get("weights.bin")
-        except Exception:  # noqa: BLE001 - unrelated or broken folders are skipped
-            continue
-        if theirs and theirs["sha256"] == mine["sha256"] and (other / "weights.bin").stat().st_size == mine["bytes"]:
-            tmp = out / ".weights.bin.link"
-            os.link(other / "weights.bin", tmp)
-            os.replace(tmp, out / "weights.bin")
-            log.info("weights.bin shared with %s (hard link)", other.name)
-            return
 
 
 def _model_for_shape(shape: str, work_dir: Path, seed: int, dtype: str = "fp32") -> Path:
