@@ -8,5 +8,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup-venv.sh
 export OMP_NUM_THREADS=2 TOKENIZERS_PARALLELISM=false
 .venv/bin/topv-bench --model-shape cpu-bench --keep-sweep all,64 --prompt-tokens 616 --new-tokens 32 \
-  --backend ort-cpu --baseline hf --threads 2 --repeats 5 --warmup 2 \
+  --backend ort-cpu --quantize none,int8 --baseline hf --threads 2 --repeats 5 --warmup 2 \
   --json benchmarks/results/cpu.json --plot docs/img/bench-cpu.png "$@"

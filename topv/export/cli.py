@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="new tokens the static KV cache has room for (default: 32)")
     p.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32", help="weights/activations (default: fp32)")
     p.add_argument("--opset", type=int, default=17, metavar="O", help="ONNX opset (default: 17)")
+    p.add_argument("--quantize", choices=("int8",), default=None,
+                   help="int8 weight MatMuls for CPU deployment (ONNX Runtime dynamic quantization; not for TensorRT)")
     p.add_argument("--config", metavar="JSON", default=None,
                    help="TopV hyperparameters as a JSON file or inline JSON object (fields of topv.TopVConfig)")
     p.add_argument("--sample-image", metavar="PATH", default=None, help="image used to trace and validate")
@@ -78,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             sample_prompt=args.sample_prompt or DEFAULT_SAMPLE_PROMPT,
             threads=args.threads,
             device=args.device,
+            quantize=args.quantize,
         )
         out = export_model(args.model_dir, args.out_dir, options)
         print(out)

@@ -48,6 +48,8 @@ class ExportOptions:
         threads: ONNX Runtime threads for validation (default: all available cores).
         device: where the model is traced and validated: ``cpu`` or ``cuda[:i]`` (needs onnxruntime-gpu for
             the graph checks; large fp16 models are impractical to validate on a CPU).
+        quantize: ``"int8"`` quantizes every weight MatMul to int8 after the float32 graphs have passed
+            validation (CPU deployment; see ``topv.export.quantize``). None keeps float weights.
     """
 
     keep: int | None = None
@@ -63,8 +65,13 @@ class ExportOptions:
     sample_prompt: str = DEFAULT_SAMPLE_PROMPT
     threads: int | None = None
     device: str = "cpu"
+    quantize: Literal["int8"] | None = None
 
     def __post_init__(self) -> None:
+        if self.quantize not in (None, "int8"):
+            raise ConfigError(f"quantize must be None or 'int8'; got {self.quantize!r}.")
+        if self.quantize and self.dtype != "fp32":
+            raise ConfigError("--quantize int8 applies to fp32 exports (int8 weights, float32 activations); drop --dtype fp16.")
         if self.dtype not in ("fp32", "fp16"):
             raise ConfigError(f"dtype must be 'fp32' or 'fp16'; got {self.dtype!r}.")
         if not isinstance(self.opset, int) or not 14 <= self.opset <= 20:
@@ -143,7 +150,7 @@ def export_model(model_dir: str | Path, out_dir: str | Path, options: ExportOpti
     model_dir = Path(model_dir)
     out_dir = Path(out_dir)
     _check_output(out_dir, options.force)
-    progress = _Progress(7)
+    progress = _Progress(8 if options.quantize else 7)
 
     progress(f"loading {model_dir}")
     import torch
@@ -239,6 +246,18 @@ def export_model(model_dir: str | Path, out_dir: str | Path, options: ExportOpti
             )
         for line in report["lines"]:
             log.info("%s", line)
+        if options.quantize:
+            progress("quantizing weight MatMuls to int8 and checking them against float32")
+            manifest["weights"] = {"file": "weights.bin", **_quantize(tmp, manifest, plans_by_name, samples, shapes, options, report, image)}
+            (tmp / "validation.json").write_text(json.dumps(report, indent=2) + "\n")
+            for line in report["int8"]["lines"]:
+                log.info("%s", line)
+            if not report["int8"]["ok"]:
+                keep_tmp = True
+                raise ToleranceError(
+                    f"The int8 graphs drift too far from float32: logits cosine {report['int8']['min_logit_cosine']:.4f} < "
+                    f"{report['int8']['threshold']}. Export without --quantize. The partial export is kept at {tmp}."
+                )
 
         progress(f"writing manifest and moving into place: {out_dir}")
         manifest["validation"] = {"file": "validation.json", "ok": True}
@@ -320,6 +339,43 @@ def _manifest(model_dir, raw_config, spec, options, keep, shapes, plans, io, sta
         "generation": generation,
         "versions": library_versions(),
     }
+
+
+def _quantize(tmp: Path, manifest: dict[str, Any], plans, samples, shapes, options: ExportOptions, report: dict[str, Any],
+              image: Any) -> dict[str, int]:
+    """Quantize in place, re-check the graphs, and add the int8 comparison to ``report`` (as ``report["int8"]``)."""
+    from topv.export.onnx_io import check_graph
+    from topv.export.quantize import QUANTIZED_GRAPHS, check_quantized, quantize_folder
+    from topv.runtime.ort_executor import import_onnxruntime, session_options
+    from topv.runtime.pipeline import Pipeline
+
+    stats = quantize_folder(tmp, {name: entry["file"] for name, entry in manifest["graphs"].items()})
+    for entry in manifest["graphs"].values():
+        check_graph(tmp / entry["file"])
+    manifest["files"] = file_records(tmp)
+    write_manifest(tmp, manifest)
+    ort = import_onnxruntime()
+    opts = session_options(options.threads or 1)
+    sessions = {name: ort.InferenceSession(str(tmp / entry["file"]), sess_options=opts, providers=["CPUExecutionProvider"])
+                for name, entry in manifest["graphs"].items()}
+    result = check_quantized(sessions, plans, samples, shapes, options.layer)
+    del sessions
+    lines = [f"  [{'ok ' if result['ok'] else 'FAIL'}] int8 graphs vs float32 modules: min logits cosine "
+             f"{result['min_logit_cosine']:.5f} (>= {result['threshold']}), min cosine of any float output {result['min_cosine']:.5f}"]
+    gen = report.get("generation", {})
+    if gen.get("tokens_reference"):
+        pipe = Pipeline.load(tmp, "ort-cpu", threads=options.threads, verify_checksums=False)
+        got = pipe.generate(image, options.sample_prompt, max_new_tokens=len(gen["tokens_reference"]))
+        want = gen["tokens_reference"]
+        prefix = next((i for i, (a, b) in enumerate(zip(got.token_ids, want)) if a != b), min(len(got.token_ids), len(want)))
+        result["generation"] = {"tokens_int8": got.token_ids, "tokens_reference": want, "equal_prefix": prefix,
+                                "kept_indices_int8": got.kept_indices, "kept_indices_equal": got.kept_indices == gen.get("kept_indices_reference")}
+        lines.append(f"  [info] int8 greedy tokens agree with the float32 reference for the first {prefix} of {len(want)}")
+    result["lines"] = lines
+    report["int8"] = result
+    manifest["quantization"] = {"weights": "int8", "method": "onnxruntime dynamic quantization, per-channel symmetric int8",
+                                "ops": ["DynamicQuantizeLinear", "MatMulInteger"], "graphs": list(QUANTIZED_GRAPHS)}
+    return stats
 
 
 def _generation_config(model_dir: Path) -> dict[str, Any]:

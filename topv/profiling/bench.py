@@ -43,6 +43,7 @@ class BenchOptions:
     layer: int = 2
     image: str | None = None
     seed: int = 0
+    quantize: list[str | None] = field(default_factory=lambda: [None])  # None and/or "int8", one export each
 
     def __post_init__(self) -> None:
         for b in self.baselines:
@@ -83,24 +84,26 @@ def make_prompt(processor: Any, image: Any, target_tokens: int | None) -> str:
     return text
 
 
-def _export_for(source: Path, keep: int | None, options: BenchOptions, max_prompt: int) -> Path:
+def _export_for(source: Path, keep: int | None, options: BenchOptions, max_prompt: int, quantize: str | None = None) -> Path:
     """Export ``source`` at ``keep`` into the work dir, reusing a matching earlier export."""
     from topv.export.exporter import ExportOptions, export_model
     from topv.manifest import read_manifest
 
-    name = f"{source.name}-k{keep if keep is not None else 'all'}-L{options.layer}-{options.dtype}-P{max_prompt}-M{options.new_tokens}"
+    weights = quantize or options.dtype
+    name = f"{source.name}-k{keep if keep is not None else 'all'}-L{options.layer}-{weights}-P{max_prompt}-M{options.new_tokens}"
     out = options.work_dir / "exports" / name
     if (out / "manifest.json").is_file():
         try:
             m = read_manifest(out)
-            if m["model"]["source"] == str(source.resolve()) and m["pruning"]["keep"] == keep:
+            same_weights = (m.get("quantization") or {}).get("weights") == quantize
+            if m["model"]["source"] == str(source.resolve()) and m["pruning"]["keep"] == keep and same_weights:
                 log.info("reusing export %s", out)
                 return out
         except Exception:  # noqa: BLE001 - a stale or broken cache entry is simply rebuilt
             pass
     export_model(source, out, ExportOptions(keep=keep, layer=options.layer, dtype=options.dtype, max_prompt_tokens=max_prompt,
                                             max_new_tokens=options.new_tokens, force=True, validate_tokens=4,
-                                            threads=options.threads, device=options.device or "cpu"))
+                                            threads=options.threads, device=options.device or "cpu", quantize=quantize))
     return out
 
 
@@ -204,16 +207,20 @@ def run_bench(out_dir: str | Path | None, options: BenchOptions) -> dict[str, An
     if keeps is None:
         exports.append(Path(out_dir))
     else:
-        for keep in keeps:
-            exports.append(_export_for(source, keep, options, max_prompt))
+        for quantize in options.quantize:
+            for keep in keeps:
+                exports.append(_export_for(source, keep, options, max_prompt, quantize))
 
     probe = gpu_probe(options.device)
     runs = []
     for folder in exports:
         manifest = read_manifest(folder)
         keep = manifest["pruning"]["keep"]
+        weights = (manifest.get("quantization") or {}).get("weights")
         for backend in options.backends:
-            label = f"topv {backend} keep={keep if keep is not None else 'all'}"
+            if weights and backend != "ort-cpu":
+                continue  # int8 MatMulInteger graphs are for ONNX Runtime's CPU provider
+            label = f"topv {backend}{' ' + weights if weights else ''} keep={keep if keep is not None else 'all'}"
             log.info("measuring %s (%d warm-up, %d runs)", label, options.warmup, options.repeats)
             pipe = Pipeline.load(folder, backend, threads=options.threads, device=options.device, verify_checksums=False,
                                  model_dir=source)
@@ -224,6 +231,7 @@ def run_bench(out_dir: str | Path | None, options: BenchOptions) -> dict[str, An
                 "kind": "topv",
                 "backend": backend,
                 "keep": keep,
+                "weights": weights or manifest["dtype"],
                 "export": str(folder),
                 "prompt_tokens": runner.last.prompt_length,
                 "kept_prompt_tokens": runner.last.kept_length,
@@ -310,7 +318,8 @@ def ratios(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 a, b = _p50(run, stage), _p50(base, stage)
                 if a and b:
                     entry[f"{stage}_speedup_vs_{kind}"] = b / a
-        full = next((r for r in runs if r["kind"] == "topv" and r["backend"] == run["backend"] and r["keep"] is None), None)
+        full = next((r for r in runs if r["kind"] == "topv" and r["backend"] == run["backend"] and r["keep"] is None
+                     and r.get("weights") == run.get("weights")), None)
         if full is not None and full is not run:
             for stage in ("prefill", "total", "ttft"):
                 a, b = _p50(run, stage), _p50(full, stage)

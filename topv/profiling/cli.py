@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=2, help="warm-up runs, not measured (default 2)")
     p.add_argument("--baseline", type=_names, default=[], help="hf and/or hf-static: transformers on the same inputs")
     p.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32", help="for exports made by the sweep")
+    p.add_argument("--quantize", type=_names, default=["none"],
+                   help="comma list of none and/or int8 (int8 weight MatMuls, ort-cpu only); one export per entry")
     p.add_argument("--layer", type=int, default=2, help="pruning layer K for exports made by the sweep")
     p.add_argument("--threads", type=positive_int, default=None)
     p.add_argument("--device", default=None, help="e.g. cuda:0")
@@ -57,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             backends=args.backend, keeps=args.keep_sweep, prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens,
             repeats=args.repeats, warmup=args.warmup, baselines=args.baseline, threads=args.threads, device=args.device,
             work_dir=Path(args.work_dir), model_shape=args.model_shape, dtype=args.dtype, layer=args.layer, image=args.image,
+            quantize=[None if q == "none" else q for q in args.quantize],
         )
         result = run_bench(args.out_dir, options)
         print(table(result))
