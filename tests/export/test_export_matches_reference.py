@@ -13,6 +13,10 @@ MODELS = {
     "gqa-default-6x6": LlavaShape(num_kv_heads=2, image_size=84, initializer_range=0.2),
     "mha-full-4x4": LlavaShape(vision_feature_select_strategy="full", initializer_range=0.2),
     "gqa-default-8x8-p8": LlavaShape(num_layers=5, num_heads=8, num_kv_heads=2, image_size=64, patch_size=8, initializer_range=0.2),
+    # The realistic model's family: DINOv2 tower, grouped-query Llama with tied embeddings.
+    "dinov2-gqa-tied-4x4": LlavaShape(vision_model_type="dinov2", vision_feature_layer=-1, image_size=56, patch_size=14,
+                                      hidden_size=96, num_heads=6, num_kv_heads=2, tie_word_embeddings=True,
+                                      initializer_range=0.2),
 }
 PROMPT = "w3 w14 w15 w9 w26"
 
@@ -53,7 +57,8 @@ def test_keep_all_equals_transformers_generate(name, exports, image_file, capsys
     assert manifest["pruning"]["enabled"] is False and "prune" not in manifest["graphs"]
 
 
-@pytest.mark.parametrize("name,keep,layer", [("gqa-default-6x6", 10, 2), ("mha-full-4x4", 5, 1), ("gqa-default-8x8-p8", 20, 0)])
+@pytest.mark.parametrize("name,keep,layer", [("gqa-default-6x6", 10, 2), ("mha-full-4x4", 5, 1), ("gqa-default-8x8-p8", 20, 0),
+                                             ("dinov2-gqa-tied-4x4", 6, 2)])
 def test_pruned_equals_reference(name, keep, layer, exports, image_file, capsys):
     out = exports.export(name, MODELS[name], keep=keep, layer=layer)
     got = _run_json(out, image_file, capsys)

@@ -12,6 +12,10 @@ CONFIGS = {
     "llama-mha-full-4x4": LlavaShape(vision_feature_select_strategy="full", initializer_range=0.2),
     "llama-gqa-full-6x6": LlavaShape(num_kv_heads=1, image_size=84, vision_feature_select_strategy="full", initializer_range=0.2),
     "llama-gqa-default-8x8-p8": LlavaShape(num_heads=8, num_kv_heads=2, image_size=64, patch_size=8, initializer_range=0.2),
+    "qwen2-gqa-default-4x4": LlavaShape(text_model_type="qwen2", num_kv_heads=2, initializer_range=0.2),
+    "dinov2-llama-gqa-tied-4x4": LlavaShape(vision_model_type="dinov2", vision_feature_layer=-1, image_size=56, patch_size=14,
+                                            hidden_size=96, num_heads=6, num_kv_heads=2, tie_word_embeddings=True,
+                                            initializer_range=0.2),
 }
 
 

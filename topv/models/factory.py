@@ -32,6 +32,8 @@ CHAT_TEMPLATE = (
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -162,18 +164,31 @@ def llava_config(shape: LlavaShape, vocab_size: int) -> Any:
         tie_word_embeddings=shape.tie_word_embeddings,
         initializer_range=shape.initializer_range,
     )
-    if shape.vision_model_type != "clip_vision_model":
-        raise ValueError(f"build_random_llava makes CLIP towers only; got {shape.vision_model_type!r}")
-    vision = CLIPVisionConfig(
-        hidden_size=shape.vision_hidden_size,
-        intermediate_size=shape.vision_intermediate_size,
-        num_hidden_layers=shape.vision_layers,
-        num_attention_heads=shape.vision_heads,
-        image_size=shape.image_size,
-        patch_size=shape.patch_size,
-        projection_dim=shape.vision_hidden_size,
-        initializer_range=shape.initializer_range,
-    )
+    if shape.vision_model_type == "clip_vision_model":
+        vision = CLIPVisionConfig(
+            hidden_size=shape.vision_hidden_size,
+            intermediate_size=shape.vision_intermediate_size,
+            num_hidden_layers=shape.vision_layers,
+            num_attention_heads=shape.vision_heads,
+            image_size=shape.image_size,
+            patch_size=shape.patch_size,
+            projection_dim=shape.vision_hidden_size,
+            initializer_range=shape.initializer_range,
+        )
+    elif shape.vision_model_type == "dinov2":
+        from transformers import Dinov2Config
+
+        vision = Dinov2Config(
+            hidden_size=shape.vision_hidden_size,
+            mlp_ratio=shape.vision_intermediate_size // shape.vision_hidden_size,
+            num_hidden_layers=shape.vision_layers,
+            num_attention_heads=shape.vision_heads,
+            image_size=shape.image_size,
+            patch_size=shape.patch_size,
+            initializer_range=shape.initializer_range,
+        )
+    else:
+        raise ValueError(f"build_random_llava makes CLIP or DINOv2 towers; got {shape.vision_model_type!r}")
     return LlavaConfig(
         vision_config=vision,
         text_config=text,
@@ -204,7 +219,8 @@ def build_random_llava(
             raise ValueError(f"Unknown model shape {shape!r}; known shapes: {', '.join(SHAPES)}")
         shape = SHAPES[shape]
     tokenizer = build_tokenizer(words if words is not None else default_words(), shape.vocab_size)
-    processor = build_processor(tokenizer, shape)
+    stats = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD} if shape.vision_model_type == "dinov2" else {}
+    processor = build_processor(tokenizer, shape, **stats)
     config = llava_config(shape, len(tokenizer))
     config._attn_implementation = attn_implementation
     config.text_config._attn_implementation = attn_implementation
