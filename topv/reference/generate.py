@@ -71,6 +71,7 @@ def generate_stream(
     seed: int = 0,
     config: TopVConfig | None = None,
     stop_token_ids: list[int] | None = None,
+    ignore_eos: bool = False,
 ) -> Iterator[int | GenerationResult]:
     """Like :func:`generate`, but yields each new token id as it is chosen, then the result."""
     from topv.reference.loading import load_model
@@ -84,7 +85,7 @@ def generate_stream(
     pipe = ReferencePipeline(model, layer=layer, keep=keep, method=method, config=config, seed=seed)
     inputs = encode(processor, image, prompt, return_tensors="pt")
     gen_config = getattr(model, "generation_config", None)
-    stops = stop_ids(getattr(gen_config, "eos_token_id", None), stop_token_ids)
+    stops = frozenset() if ignore_eos else stop_ids(getattr(gen_config, "eos_token_id", None), stop_token_ids)
 
     state = pipe.prefill(inputs["input_ids"], inputs["pixel_values"])
     timings: dict[str, Any] = dict(state.timings)
@@ -120,6 +121,7 @@ def generate(
     seed: int = 0,
     config: TopVConfig | None = None,
     stop_token_ids: list[int] | None = None,
+    ignore_eos: bool = False,
 ) -> GenerationResult:
     """Answer ``prompt`` about ``image`` with the PyTorch reference pipeline.
 
@@ -135,6 +137,7 @@ def generate(
         max_new_tokens, do_sample, temperature, top_p, seed: decoding; greedy by default.
         config: TopV hyperparameters (defaults when None).
         stop_token_ids: extra stop tokens besides the model's ``eos_token_id``.
+        ignore_eos: generate exactly ``max_new_tokens`` tokens (comparisons and benchmarks).
     """
     result = None
     for item in generate_stream(
@@ -152,6 +155,7 @@ def generate(
         seed=seed,
         config=config,
         stop_token_ids=stop_token_ids,
+        ignore_eos=ignore_eos,
     ):
         result = item
     assert isinstance(result, GenerationResult)
