@@ -31,7 +31,6 @@ def load_model(model_dir: str | Path, *, dtype: Any = None, device: str = "cpu",
         ArtifactError: the folder is not a checkpoint.
         UnsupportedModelError: the architecture is not supported (checked before loading weights).
     """
-    import torch
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
     model_spec(read_model_config(model_dir))  # fail fast on unsupported architectures
@@ -42,7 +41,8 @@ def load_model(model_dir: str | Path, *, dtype: Any = None, device: str = "cpu",
         model = LlavaForConditionalGeneration.from_pretrained(str(model_dir), **kwargs)
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"Could not load the model weights from {str(model_dir)!r}: {exc}") from exc
-    model = model.to(device).eval()
+    # Inference only: parameters stop requiring grad (no autograd graph, no global state touched).
+    model = model.to(device).eval().requires_grad_(False)
     try:
         processor = AutoProcessor.from_pretrained(str(model_dir), local_files_only=True)
     except (OSError, ValueError) as exc:
@@ -52,5 +52,4 @@ def load_model(model_dir: str | Path, *, dtype: Any = None, device: str = "cpu",
         ) from exc
     if not hasattr(processor, "image_processor"):
         raise UnsupportedModelError(f"The processor in {str(model_dir)!r} has no image processor; a LLaVA processor is required.")
-    torch.set_grad_enabled(False)
     return model, processor
