@@ -120,3 +120,22 @@ def test_lr_schedule():
     assert lr_at(9, args) == pytest.approx(1e-3)
     assert lr_at(99, args) == pytest.approx(1e-4, rel=0.01)
     assert all(lr_at(s, args) >= lr_at(s + 1, args) for s in range(10, 99))
+
+
+def test_init_from_continues_from_saved_weights(tmp_path):
+    """--init-from loads a saved checkpoint (a zero learning rate then leaves it unchanged), and a
+    checkpoint of another shape is refused with the reason."""
+    from safetensors.torch import load_file
+
+    from topv.training.train_shapes import build_parser, train
+
+    common = ["--preset", "test-tiny", "--steps", "1", "--batch-size", "2", "--questions-per-image", "2", "--val", "",
+              "--threads", "1"]
+    train(build_parser().parse_args(["--out", str(tmp_path / "a"), "--seed", "0", *common]))
+    train(build_parser().parse_args(["--out", str(tmp_path / "b"), "--seed", "1", "--init-from", str(tmp_path / "a"),
+                                     "--lr", "0", *common]))
+    a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(SystemExit, match="do not fit"):
+        train(build_parser().parse_args(["--out", str(tmp_path / "c"), "--init-from", str(tmp_path / "a"),
+                                         "--override", "hidden_size=48", *common]))

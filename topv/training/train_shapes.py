@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="initial vision position embeddings (see init_positions): layout (default), sincos, random")
     p.add_argument("--override", action="append", default=None, metavar="FIELD=VALUE",
                    help="change a field of the preset's LlavaShape (repeatable), e.g. num_layers=6")
+    p.add_argument("--init-from", default=None, metavar="DIR",
+                   help="start from the weights of a checkpoint this script saved (same preset/overrides), "
+                        "e.g. to continue a run on full scenes with a fresh schedule; use another --seed so "
+                        "the training scenes differ from the first run's")
     p.add_argument("--init-std", type=float, default=None, help="override the preset's initializer_range")
     p.add_argument("--val", default=None, help="validation .jsonl for periodic quick accuracy (default: data/shapes-vqa/val.jsonl if present)")
     p.add_argument("--eval-every", type=int, default=300)
@@ -225,6 +229,17 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     model, processor = build_model(args.preset, args.seed, position_init=args.position_init, init_std=args.init_std,
                                     overrides=_overrides(args.override))
+    if args.init_from:
+        from transformers import LlavaForConditionalGeneration
+
+        # from_pretrained maps the saved key layout back onto the module tree; then copy strictly.
+        start = LlavaForConditionalGeneration.from_pretrained(args.init_from, local_files_only=True)
+        try:
+            model.load_state_dict(start.state_dict(), strict=True)
+        except RuntimeError as exc:
+            raise SystemExit(f"--init-from {args.init_from}: weights do not fit this preset/overrides: {exc}") from exc
+        del start
+        log.info("initialized from %s", args.init_from)
     shape = PRESETS[args.preset].replace(**_overrides(args.override))
     image_tokens = num_image_tokens(model.config)
     n_params = sum(p.numel() for p in model.parameters())
