@@ -2,8 +2,10 @@
 
 The paper (Yang et al., CVPR 2025) publishes only the number of Sinkhorn iterations (3) and the
 pruning layer (L_i = 2, "following FastV"). Everything else is a reconstruction; each field says
-where its default comes from. The defaults marked "sweep" were chosen on the *validation* split of
-the bundled synthetic VQA task (``docs/accuracy.md`` records the sweep and the command).
+where its default comes from. A validation sweep on the bundled synthetic VQA task
+(``evaluation/sweep_topv.py``; results and reasoning in ``docs/accuracy.md``) supported the
+``semi_relaxed`` importance over ``balanced``; it could not separate the other choices (its nominal
+winner scored the same as its own inverted ranking), so they stay at the spec's/reference's values.
 """
 
 from __future__ import annotations
@@ -35,14 +37,14 @@ class TopVConfig:
         beta: weight of the relative spatial distance 1 - exp(-d(p_i, p_j)^2 / (2 sigma^2)).
             Default 1.0 (X1).
         gamma: weight of the absolute distance of source i from the image centre.
-            Default 0.5 (sweep; X1's 0.01 makes the term negligible).
+            Default 0.5 (our choice: X1's 0.01 makes the term negligible; the sweep's 0-2 range was within noise).
         sigma: width of the spatial Gaussian, as a fraction of the patch grid's longer side.
             Default 10/24 (X1 uses 10 cells on LLaVA-1.5's 24x24 grid).
         epsilon: entropic regularization of the transport problem, in units of the normalized cost.
             Default 0.1 (X1).
         iterations: Sinkhorn iterations. Default 3 (paper, Sec. 3.6: "converges in 3 iterations").
         importance: how per-source importance is read from the transport plan. ``semi_relaxed``
-            (default, sweep) keeps only the target marginal: I_i = sum_j b_j softmax_i(-C_ij / eps);
+            (default; beat ``balanced`` for every feature distance in the val sweep) keeps only the target marginal: I_i = sum_j b_j softmax_i(-C_ij / eps);
             all three cost terms stay effective and the result does not depend on ``iterations``.
             ``balanced`` runs ``iterations`` POT-order Sinkhorn iterations and a final target
             half-step, then takes row sums (the spec's "TopV-R"); a source-only term (gamma) acts only
@@ -52,10 +54,11 @@ class TopVConfig:
             the same scale as the normalized cost).
         feature_distance: ``l2`` (Euclidean between raw source and normalized target; spec A4),
             ``l2_rms`` (source RMS-normalized first, so both sides are on the same scale) or
-            ``cosine``. Default ``l2`` (spec recommendation; see the sweep).
+            ``cosine``. Default ``l2`` (spec recommendation; the three were within noise in the sweep).
         recovery_fraction: share of the keep budget given to uniform recovery: that many pruned
             tokens, evenly spaced in raster order, are put back. Default 0.25 (the paper's
-            "every 4th or 6th token" at its ~50% operating point is 17-25%; sweep).
+            "every 4th or 6th token" at its ~50% operating point is 17-25%; in the sweep 0 was worst,
+            0.125-0.5 within noise).
     """
 
     alpha: float = 1.0
