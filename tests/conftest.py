@@ -20,6 +20,19 @@ def pytest_configure(config: pytest.Config) -> None:
         pass
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's models on one thread (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``):
+    on a shared 2-core machine, 2 OpenMP threads made small models' decode steps 3-5x slower whenever
+    another process held a core (measured: generate 7 s vs 1.5 s)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def scene_image():
     """A deterministic 80x70 RGB image with structure (a bright square on a gradient)."""

