@@ -20,6 +20,7 @@ from topv.data.shapes import (
     generate_scene,
     make_question,
     make_rng,
+    patch_labels,
     question_type,
     render_scene,
     sample_example,
@@ -78,6 +79,39 @@ def test_render_matches_the_scene():
                 if (r, c) not in occupied:
                     block = rgb[r * cell : (r + 1) * cell, c * cell : (c + 1) * cell]
                     assert (block == np.array(scene.background)).all()
+
+
+def test_patch_labels_match_the_rendered_pixels():
+    """Each 16-px patch labelled with an object shows that object's colour (and nothing else but outline);
+    every other patch is plain background; large shapes cover 4 patches, small ones 1."""
+    rng = random.Random(2)
+    colours = list(COLORS)
+    for _ in range(30):
+        scene = generate_scene(rng)
+        labels = patch_labels(scene, 16)
+        pixels = np.asarray(render_scene(scene))  # palette indices: 0 background, 1.. colours, then outline
+        side = IMAGE_SIZE // 16
+        assert all(len(v) == side * side for v in labels.values())
+        for i in range(side * side):
+            r, c = divmod(i, side)
+            patch = pixels[r * 16 : (r + 1) * 16, c * 16 : (c + 1) * 16]
+            assert labels["cell_row"][i] == r // 4 and labels["cell_col"][i] == c // 4
+            if labels["color"][i] == 0:
+                assert (patch == 0).all() and labels["shape"][i] == 0 and labels["size"][i] == 0
+            else:
+                assert set(np.unique(patch)) <= {0, labels["color"][i], len(COLORS) + 1}
+                assert (patch == labels["color"][i]).any()
+        covered = Counter((labels["color"][i], labels["shape"][i], labels["size"][i]) for i in range(side * side) if labels["color"][i])
+        for o in scene.objects:
+            key = (colours.index(o.color) + 1, ["circle", "square", "triangle", "cross"].index(o.shape) + 1, 1 if o.size == "small" else 2)
+            assert covered[key] >= (1 if o.size == "small" else 4)
+        assert sum(covered.values()) == sum(1 if o.size == "small" else 4 for o in scene.objects)
+
+
+def test_patch_labels_need_the_slot_size():
+    scene = generate_scene(random.Random(0))
+    with pytest.raises(ValueError, match="slot size"):
+        patch_labels(scene, 14)
 
 
 def test_scene_roundtrips_through_a_dict():

@@ -139,3 +139,21 @@ def test_init_from_continues_from_saved_weights(tmp_path):
     with pytest.raises(SystemExit, match="do not fit"):
         train(build_parser().parse_args(["--out", str(tmp_path / "c"), "--init-from", str(tmp_path / "a"),
                                          "--override", "hidden_size=48", *common]))
+
+
+def test_aux_loss_is_learned_and_dropped_at_save(tmp_path):
+    """--aux-weight trains a dense per-patch head next to the answer loss (its loss falls), and the saved
+    checkpoint is a plain LLaVA: the same tensors as a run without it."""
+    from safetensors.torch import load_file
+
+    from topv.training.train_shapes import build_parser, train
+
+    common = ["--preset", "test-tiny", "--override", "image_size=192", "--batch-size", "4", "--questions-per-image", "2",
+              "--val", "", "--threads", "1", "--log-every", "5", "--warmup", "1", "--lr", "3e-3"]
+    summary = train(build_parser().parse_args(["--out", str(tmp_path / "aux"), "--steps", "30", "--aux-weight", "1", *common]))
+    aux = [h["aux_loss"] for h in summary["history"] if "aux_loss" in h]
+    assert len(aux) == 6 and aux[-1] < 0.5 * aux[0], aux
+    train(build_parser().parse_args(["--out", str(tmp_path / "plain"), "--steps", "1", *common]))
+    with_aux, plain = load_file(tmp_path / "aux" / "model.safetensors"), load_file(tmp_path / "plain" / "model.safetensors")
+    assert with_aux.keys() == plain.keys()
+    assert all(with_aux[k].shape == plain[k].shape for k in plain)

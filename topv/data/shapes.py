@@ -226,6 +226,36 @@ def render_scene(scene: Scene) -> Any:
     return image
 
 
+def patch_labels(scene: Scene, patch_size: int) -> dict[str, list[int]]:
+    """What each ``patch_size`` patch of the rendered scene shows, in raster order, for dense supervision.
+
+    Shapes are aligned with the slot grid, so at ``patch_size`` = slot size a patch is either background
+    or one slot of one shape. Keys: ``color`` (0 background, 1.. the index in :data:`COLORS` + 1),
+    ``shape`` (0 background, 1.. :data:`SHAPES` + 1), ``size`` (0 background, 1 small, 2 large), and the
+    layout cell of the patch itself, ``cell_row`` / ``cell_col`` (0..grid-1, background included).
+    Raises ValueError when ``patch_size`` is not the scene's slot size.
+    """
+    cell = scene.image_size // scene.grid
+    unit = cell // SLOTS_PER_CELL
+    if patch_size != unit:
+        raise ValueError(f"patch labels need patch_size == the slot size ({unit} px at {scene.image_size} px); got {patch_size}")
+    side = scene.image_size // unit
+    colors, shapes = list(COLORS), list(SHAPES)
+    out = {k: [0] * (side * side) for k in ("color", "shape", "size")}
+    out["cell_row"] = [(i // side) // SLOTS_PER_CELL for i in range(side * side)]
+    out["cell_col"] = [(i % side) // SLOTS_PER_CELL for i in range(side * side)]
+    for o in scene.objects:
+        span = SLOT_SPAN[o.size]
+        left, top = (o.x - span * unit // 2) // unit, (o.y - span * unit // 2) // unit
+        for r in range(top, top + span):
+            for c in range(left, left + span):
+                i = r * side + c
+                out["color"][i] = colors.index(o.color) + 1
+                out["shape"][i] = shapes.index(o.shape) + 1
+                out["size"][i] = SIZES.index(o.size) + 1
+    return out
+
+
 # ----------------------------------------------------------------------------- questions
 def related(scene: Scene, ref: ShapeObject, relation: str) -> list[ShapeObject]:
     """The objects in ``relation`` to ``ref``: same row (left of / right of) or same column (above / below)."""

@@ -46,14 +46,82 @@ def _acc_table(evals: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+_POSITION_INIT = {
+    "sincos": "2-D sine-cosine codes of the patch row and column",
+    "layout": "a one-hot code of the patch's 3x3 layout cell (row, column) plus 2-D sine-cosine codes",
+    "random": "CLIP's random init",
+}
+
+
+def training_stages(model_dir: Path) -> list[dict[str, Any]]:
+    """The ``training.json`` of every stage, oldest first: ``training-stage1.json``, ``-stage2.json``, ...
+    (earlier runs that the last one continued with ``--init-from``), then ``training.json``."""
+    earlier = sorted(model_dir.glob("training-stage*.json"), key=lambda p: int(p.stem.rsplit("stage", 1)[1]))
+    return [json.loads(p.read_text()) for p in earlier] + [json.loads((model_dir / "training.json").read_text())]
+
+
+def _training_lines(model_dir: Path, config: dict[str, Any]) -> list[str]:
+    stages = training_stages(model_dir)
+    minutes = sum(t["train_minutes"] for t in stages)
+    examples = sum(t["examples_seen"] for t in stages)
+    last = stages[-1]
+    lines = [
+        f"Reproduced by one command ({len(stages)} {'stage' if len(stages) == 1 else 'stages'}, fixed seeds; "
+        f"{minutes:.1f} minutes of training on {last['threads']} threads of a 2-core x86-64 VM, torch {last['torch']}, transformers {last['transformers']};",
+        "then the evaluations and this card):",
+        "",
+        "    bash scripts/train-bundled-model.sh models/topv-shapes-vqa",
+        "",
+    ]
+    for i, t in enumerate(stages, start=1):
+        a = t["args"]
+        vals = [h for h in t["history"] if "val_acc" in h]
+        name = "training.json" if i == len(stages) else f"training-stage{i}.json"
+        start = "from scratch" if not a.get("init_from") else "from the previous stage's weights"
+        lines += [
+            f"Stage {i} (`{name}`): {a['steps']:,} steps {start}, data seed {a['seed']}, batch {a['batch_size']} "
+            f"({a['questions_per_image']} questions per scene), peak LR {a['lr']}, {t['train_minutes']:.1f} minutes"
+            + (f", auxiliary dense loss weight {a['aux_weight']}" if a.get("aux_weight") else "")
+            + (f", scene curriculum to step {a['curriculum_steps']}" if a.get("curriculum_steps") else "") + ".",
+            "",
+            "```",
+            t["command"],
+            "```",
+            "",
+        ]
+        if vals:
+            lines += [f"Validation first-token accuracy during stage {i} (first {a['eval_samples']} val questions): "
+                      + ", ".join(f"{h['step']}: {h['val_acc'] * 100:.0f}%" for h in vals) + ".", ""]
+    a = last["args"]
+    losses = [h for h in last["history"] if "loss" in h]
+    init_std = a["init_std"] if a.get("init_std") is not None else config["text_config"]["initializer_range"]
+    lines += [
+        f"- {examples:,} question/answer examples in all, generated on the fly from each stage's seed (stream",
+        "  `train/<seed>`, disjoint from the val/test streams). Nothing is pruned during training.",
+        f"- AdamW (betas 0.9/0.98, weight decay {a['weight_decay']}), linear warm-up "
+        f"({' / '.join(str(t['args']['warmup']) for t in stages)} steps) then cosine decay to "
+        f"{a['min_lr_ratio']}x, gradient clipping {a['grad_clip']}; initializer std {init_std}; vision position embeddings",
+        f"  initialized with {_POSITION_INIT.get(stages[0]['args']['position_init'], stages[0]['args']['position_init'])}.",
+        "- Loss: cross-entropy on the answer token and `</s>` only; the prompt is exactly the chat template's output.",
+    ]
+    if a.get("aux_weight"):
+        lines += [
+            f"- Plus an auxiliary dense loss (weight {a['aux_weight']}): a linear head on the projector output predicts each",
+            "  patch's own colour, shape, size (or background) and layout cell (`topv.data.shapes.patch_labels`). It teaches",
+            "  the visual tokens what their own patch shows in a few hundred steps instead of thousands; the labels are",
+            "  per patch, so it does not spread an object's identity over other tokens. The head is discarded: the",
+            "  checkpoint is a plain LLaVA.",
+        ]
+    if losses:
+        lines.append(f"- Final training loss {losses[-1]['loss']:.4f} (mean over the last {a['log_every']} steps).")
+    return lines
+
+
 def write_card(model_dir: str | Path, evals: dict[str, dict[str, Any]]) -> Path:
     model_dir = Path(model_dir)
     config = json.loads((model_dir / "config.json").read_text())
     training = json.loads((model_dir / "training.json").read_text())
     size_mb = (model_dir / "model.safetensors").stat().st_size / 1e6
-    args = training["args"]
-    vals = [h for h in training["history"] if "val_acc" in h]
-    losses = [h for h in training["history"] if "loss" in h]
     lines = [
         "# topv-shapes-vqa",
         "",
@@ -88,27 +156,8 @@ def write_card(model_dir: str | Path, evals: dict[str, dict[str, Any]]) -> Path:
         "",
         "## Training",
         "",
-        "```",
-        training["command"],
-        "```",
-        "",
-        f"- Seed {args['seed']}; {args['steps']} steps of batch {args['batch_size']} ({training['examples_seen']:,} question/answer",
-        f"  examples, {args['questions_per_image']} questions per generated scene), all generated on the fly from the seed",
-        "  (stream `train/<seed>`, disjoint from the val/test streams). Nothing pruned during training.",
-        f"- AdamW (betas 0.9/0.98, weight decay {args['weight_decay']}), peak LR {args['lr']}, {args['warmup']} warm-up steps,",
-        f"  cosine decay to {args['min_lr_ratio']}x, gradient clipping {args['grad_clip']}; initializer std "
-        f"{args['init_std'] if args.get('init_std') is not None else config['text_config']['initializer_range']}; vision position",
-        f"  embeddings initialized with 2-D sine-cosine codes ({args['position_init']}); scene-size curriculum over the first",
-        f"  {args['curriculum_steps']} steps (1-2 shapes growing to the full 3-6).",
-        "- Loss: cross-entropy on the answer token and `</s>` only; the prompt is exactly the chat template's output.",
-        f"- Wall time: **{training['train_minutes']:.1f} minutes** of training on {training['threads']} CPU thread(s) of a 2-core",
-        f"  x86-64 VM shared with other jobs (torch {training['torch']}, transformers {training['transformers']}).",
+        *_training_lines(model_dir, config),
     ]
-    if losses:
-        lines.append(f"- Final training loss {losses[-1]['loss']:.4f} (mean over the last {args['log_every']} steps).")
-    if vals:
-        lines.append(f"- Validation first-token accuracy during training (first {args['eval_samples']} val questions): "
-                     + ", ".join(f"{h['step']}: {h['val_acc'] * 100:.0f}%" for h in vals) + ".")
     lines += [
         "",
         "## Accuracy",

@@ -1,12 +1,14 @@
-"""Train the bundled shapes-VQA LLaVA from scratch on the CPU (about 40 minutes on 2 cores).
+"""Train the bundled shapes-VQA LLaVA from scratch on the CPU.
 
     python -m topv.training.train_shapes --out models/topv-shapes-vqa --seed 0
 
-Scenes and questions are generated on the fly from the seed (stream ``train/<seed>``, disjoint from the
-val/test streams). Each example is exactly the chat-template prompt (``USER: <image> {question}
-ASSISTANT:``) followed by the answer and ``</s>``; the loss covers the answer tokens and ``</s>`` only.
-The plain model is trained: no pruning is simulated. The result is saved like a Hugging Face
-checkpoint (``save_pretrained`` of the model and of its ``LlavaProcessor``) plus ``training.json``.
+(``scripts/train-bundled-model.sh`` runs the two stages that made the bundled model, about 55 minutes on
+2 cores.) Scenes and questions are generated on the fly from the seed (stream ``train/<seed>``, disjoint
+from the val/test streams). Each example is exactly the chat-template prompt (``USER: <image> {question}
+ASSISTANT:``) followed by the answer and ``</s>``; the loss covers the answer tokens and ``</s>`` only,
+plus, with ``--aux-weight``, a dense per-patch loss on the visual tokens (:class:`DenseAux`). The plain
+model is trained: no pruning is simulated. The result is saved like a Hugging Face checkpoint
+(``save_pretrained`` of the model and of its ``LlavaProcessor``) plus ``training.json``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grad-clip", type=float, default=1.0)
     p.add_argument("--questions-per-image", type=int, default=4,
                    help="questions asked about each training scene in a batch (the vision tower runs once per scene)")
+    p.add_argument("--aux-weight", type=float, default=0.0,
+                   help="weight of the auxiliary dense loss: a linear head on the projector output predicts each "
+                        "patch's colour, shape, size and layout cell (topv.data.shapes.patch_labels); the head "
+                        "is dropped at save, the checkpoint is a plain LLaVA (0: off)")
     p.add_argument("--curriculum-hold", type=int, default=1000, help="steps of 1-2 shape scenes at the start")
     p.add_argument("--curriculum-steps", type=int, default=2500,
                    help="step at which training scenes reach the full 3-6 shapes (0: no curriculum)")
@@ -217,6 +223,55 @@ def quick_accuracy(model: Any, processor: Any, records: list[dict[str, Any]], im
     return sum(total) / max(1, len(total)), {k: sum(v) / len(v) for k, v in sorted(hits.items())}
 
 
+AUX_TARGETS: tuple[tuple[str, int], ...] = (("color", 6), ("shape", 5), ("size", 3), ("cell_row", 3), ("cell_col", 3))
+
+
+class DenseAux:
+    """The auxiliary dense loss: a linear head on the projector output (the decoder's visual inputs),
+    one softmax per target of :data:`AUX_TARGETS`, averaged over patches and targets.
+
+    It makes each visual token say what its own patch shows (and where it is) from the first steps,
+    which the answer loss alone teaches slowly; the labels are per patch, so information stays local.
+    """
+
+    def __init__(self, model: Any, width: int, *, zero_init: bool = False) -> None:
+        import torch
+
+        self.head = torch.nn.Linear(width, sum(n for _, n in AUX_TARGETS))
+        if zero_init:  # a fresh head on trained features: no large first gradients into the projector
+            torch.nn.init.zeros_(self.head.weight)
+            torch.nn.init.zeros_(self.head.bias)
+        self.features: Any = None
+        model.model.multi_modal_projector.register_forward_hook(self._capture)
+
+    def _capture(self, module: Any, inputs: Any, output: Any) -> None:
+        self.features = output
+
+    def loss(self, labels: Any) -> Any:
+        """``labels``: ``(images, patches, len(AUX_TARGETS))`` long tensor."""
+        import torch.nn.functional as F
+
+        logits = self.head(self.features)
+        total, at = 0.0, 0
+        for k, (_, n) in enumerate(AUX_TARGETS):
+            total = total + F.cross_entropy(logits[..., at : at + n].reshape(-1, n), labels[..., k].reshape(-1))
+            at += n
+        self.features = None
+        return total / len(AUX_TARGETS)
+
+
+def aux_labels(scenes: list[Any], patch_size: int) -> Any:
+    import torch
+
+    from topv.data.shapes import patch_labels
+
+    rows = []
+    for scene in scenes:
+        lab = patch_labels(scene, patch_size)
+        rows.append(torch.tensor([lab[name] for name, _ in AUX_TARGETS]).T)
+    return torch.stack(rows)
+
+
 def train(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
@@ -259,11 +314,18 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     val_records = read_split(val_path)[: args.eval_samples] if val_path else []
 
     rng = make_rng("train", args.seed)
-    optimizer = torch.optim.AdamW(_param_groups(model, args.weight_decay), lr=args.lr, betas=(0.9, 0.98), eps=1e-8)
+    groups = _param_groups(model, args.weight_decay)
+    aux = None
+    if args.aux_weight > 0:
+        # the head is not saved; continuing a run (--init-from) starts a new one at zero
+        aux = DenseAux(model, model.config.text_config.hidden_size, zero_init=bool(args.init_from))
+        groups[0]["params"] = groups[0]["params"] + [aux.head.weight]
+        groups[1]["params"] = groups[1]["params"] + [aux.head.bias]
+    optimizer = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.98), eps=1e-8)
     model.train()
     start = time.time()
     history: list[dict[str, Any]] = []
-    loss_sum, hit_sum, seen, data_time = 0.0, 0, 0, 0.0
+    loss_sum, hit_sum, seen, data_time, aux_sum = 0.0, 0, 0, 0.0, 0.0
     type_hits: dict[str, list[int]] = defaultdict(list)
     for step in range(args.steps):
         t0 = time.time()
@@ -282,6 +344,10 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             group["lr"] = lr_at(step, args)
         out, answer_logits = forward(model, batch)
         loss = out.loss
+        if aux is not None:
+            aux_loss = aux.loss(aux_labels(scenes, shape.patch_size))
+            aux_sum += aux_loss.item()
+            loss = loss + args.aux_weight * aux_loss
         if not torch.isfinite(loss):
             raise RuntimeError(f"non-finite loss at step {step}: {loss.item()}")
         optimizer.zero_grad(set_to_none=True)
@@ -295,21 +361,21 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             hit_sum += sum(correct)
             for q, ok in zip(questions, correct):
                 type_hits[q.qtype].append(int(ok))
-        loss_sum += loss.item()
+        loss_sum += out.loss.item()
         seen += 1
         done = step + 1
         if done % args.log_every == 0 or done == args.steps:
             elapsed = time.time() - start
             log.info(
-                "step %d/%d  loss %.4f  train-acc %.3f  lr %.2e  %.2fs/step (data %.2fs)  elapsed %.1f min  eta %.1f min",
-                done, args.steps, loss_sum / seen, hit_sum / (seen * args.batch_size), lr_at(step, args),
+                "step %d/%d  loss %.4f  aux %.4f  train-acc %.3f  lr %.2e  %.2fs/step (data %.2fs)  elapsed %.1f min  eta %.1f min",
+                done, args.steps, loss_sum / seen, aux_sum / seen, hit_sum / (seen * args.batch_size), lr_at(step, args),
                 elapsed / done, data_time / done, elapsed / 60, elapsed / done * (args.steps - done) / 60,
             )
             per_type = {k: sum(v) / len(v) for k, v in sorted(type_hits.items())}
             log.info("step %d  train acc by type  %s", done, "  ".join(f"{k} {v:.2f}" for k, v in per_type.items()))
             history.append({"step": done, "loss": loss_sum / seen, "train_acc": hit_sum / (seen * args.batch_size),
-                            "train_per_type": per_type, "minutes": elapsed / 60})
-            loss_sum, hit_sum, seen = 0.0, 0, 0
+                            "aux_loss": aux_sum / seen, "train_per_type": per_type, "minutes": elapsed / 60})
+            loss_sum, hit_sum, seen, aux_sum = 0.0, 0, 0, 0.0
             type_hits.clear()
         if val_records and (done % args.eval_every == 0 or done == args.steps):
             acc, per_type = quick_accuracy(model, processor, val_records, image_tokens)
