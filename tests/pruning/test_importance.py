@@ -8,7 +8,7 @@ from topv.pruning.config import TopVConfig
 from topv.pruning.cost import centre_cost, feature_cost, spatial_cost
 from topv.pruning.importance import importance_from_cost
 
-VARIANTS = ["semi_relaxed", "balanced", "unbalanced"]
+VARIANTS = ["semi_relaxed", "balanced", "unbalanced", "retention"]
 
 
 def _random_tokens(n, d, seed, scale=1.0):
@@ -76,7 +76,7 @@ def test_spatial_term_changes_the_ranking():
     assert not torch.equal(_ranking(with_s), _ranking(without_s))
 
 
-@pytest.mark.parametrize("variant", ["semi_relaxed", "unbalanced"])
+@pytest.mark.parametrize("variant", ["semi_relaxed", "unbalanced", "retention"])
 def test_centre_term_changes_the_ranking(variant):
     g = torch.Generator().manual_seed(3)
     s = torch.randn(49, 8, generator=g)
@@ -128,3 +128,29 @@ def test_grid_must_match_token_count():
     s, t = _random_tokens(10, 4, 0)
     with pytest.raises(ValueError, match="grid 3x3 has 9 patches"):
         topv.token_importance(s, t, (3, 3))
+
+
+def test_retention_is_the_diagonal_of_the_semi_relaxed_plan():
+    cost = torch.rand(2, 30, 30)
+    cfg = TopVConfig(importance="retention", epsilon=0.2)
+    plan = torch.softmax(-cost / 0.2, dim=-2) / 30  # P = b_j softmax_i(-C / eps)
+    own = torch.diagonal(plan, dim1=-2, dim2=-1) * 30  # P[i, i] / b_i
+    torch.testing.assert_close(importance_from_cost(cost, cfg), own / own.sum(-1, keepdim=True))
+
+
+def test_retention_ranks_a_distinct_token_above_its_duplicated_neighbours():
+    """A flat background (20 identical tokens) and one distinct token: the row sums of the semi-relaxed
+    plan barely tell them apart (a duplicate gets back from its duplicates what it loses to them), the
+    diagonal does (a duplicate keeps 1/20 of its own mass, the distinct token nearly all of it)."""
+    g = torch.Generator().manual_seed(5)
+    background = torch.randn(1, 16, generator=g)
+    s = background.repeat(25, 1)
+    s[12] = torch.randn(16, generator=g) * 3  # the distinct token
+    s[:4] = torch.randn(4, 16, generator=g) * 3  # a few other distinct tokens, so the costs are not all tied
+    t = s.clone()
+    base = TopVConfig(beta=0.0, gamma=0.0, epsilon=0.05)
+    retention = topv.token_importance(s, t, (5, 5), base.replace(importance="retention"))
+    rowsum = topv.token_importance(s, t, (5, 5), base.replace(importance="semi_relaxed"))
+    duplicates = [i for i in range(4, 25) if i != 12]
+    assert retention[12] > 10 * retention[duplicates].max()
+    assert rowsum[12] < 2 * rowsum[duplicates].median()

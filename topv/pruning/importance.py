@@ -11,6 +11,11 @@ selected by ``TopVConfig.importance`` (see ``docs/DESIGN.md``, "Importance"):
   ``I_i = sum_j P[i, j]``. A source-only cost term acts only through the first half-step; scores flatten as it converges.
 * ``unbalanced``: the source marginal is relaxed with a KL penalty of weight ``rho``
   (``f <- rho/(rho+eps) * (log a - LSE(...))``), ending on the exact target half-step.
+* ``retention``: the same semi-relaxed plan, read on its diagonal: ``I_i = P[i, i] / b_i =
+  softmax_i(-C[i, i] / eps)``, the share of target i's mass that only source i can carry. A token
+  with many cheap substitutes (a patch of flat background among hundreds like it) keeps little of its
+  own mass; a distinctive one keeps most of it. Row sums cannot see this: mass a redundant source
+  loses to its duplicates it receives back from them, so every row sums to about the same.
 
 Scores are float32, sum to 1 over the visual tokens, and larger means more important.
 """
@@ -26,6 +31,14 @@ from topv.pruning.sinkhorn import sinkhorn_potentials
 
 def importance_from_cost(cost: torch.Tensor, config: TopVConfig) -> torch.Tensor:
     """``(..., N)`` importance of each source for a ``(..., N, M)`` float32 cost."""
+    if config.importance == "retention":
+        log_k = -cost / config.epsilon
+        n = cost.shape[-1]
+        eye = torch.eye(n, dtype=cost.dtype, device=cost.device)
+        # log P[i, i] / b_i = log_k[i, i] - LSE_k log_k[k, i]; the diagonal as a masked sum (exports
+        # as plain Mul/ReduceSum with a constant identity).
+        own = (log_k * eye).sum(-1) - torch.logsumexp(log_k, dim=-2)
+        return torch.softmax(own, dim=-1)
     if config.importance == "semi_relaxed":
         log_k = -cost / config.epsilon
         m = cost.shape[-1]
