@@ -4,7 +4,7 @@ feature distance, gamma/epsilon and the recovery fraction, scored by mean accura
     .venv/bin/python evaluation/sweep_topv.py --model models/topv-shapes-vqa --data data/shapes-vqa/val.jsonl \
         --json evaluation/results/sweep-shapes-val.json
 
-Stage A: importance variant x feature distance (other fields at the current defaults).
+Stage A: importance variant x feature distance x gamma (0 or 2; other fields at the current defaults).
 Stage B: the best of A x gamma x epsilon.
 Stage C: the best of B x recovery fraction x beta (spatial term on/off).
 The "inverted" row ranks by the LOWEST importance with the winning config: a check of the direction.
@@ -86,13 +86,14 @@ def main(argv=None) -> int:
     log.info("no pruning: %.4f", baseline.accuracy)
     best = TopVConfig()
     best_score = -1.0
-    for importance, distance in itertools.product(("semi_relaxed", "balanced", "unbalanced"), ("l2", "l2_rms", "cosine")):
-        cfg = best.replace(importance=importance, feature_distance=distance)
+    for importance, distance, gamma in itertools.product(("semi_relaxed", "balanced", "unbalanced", "retention"),
+                                                         ("l2", "l2_rms", "cosine"), (0.0, 2.0)):
+        cfg = best.replace(importance=importance, feature_distance=distance, gamma=gamma)
         s = run("A", cfg)
         if s > best_score:
             best_score, best_a = s, cfg
     best, best_score = best_a, -1.0
-    for gamma, eps in itertools.product((0.0, 0.25, 0.5, 1.0, 2.0), (0.05, 0.1, 0.3)):
+    for gamma, eps in itertools.product((0.0, 0.5, 1.0, 2.0, 4.0, 8.0), (0.05, 0.1, 0.3)):
         cfg = best.replace(gamma=gamma, epsilon=eps)
         s = run("B", cfg)
         if s > best_score:
