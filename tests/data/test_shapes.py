@@ -13,6 +13,7 @@ from topv.data.shapes import (
     GRID,
     IMAGE_SIZE,
     OUTLINE,
+    PATCH_LABEL_CLASSES,
     POSITIONS,
     QUESTION_TYPES,
     Scene,
@@ -92,6 +93,8 @@ def test_patch_labels_match_the_rendered_pixels():
         pixels = np.asarray(render_scene(scene))  # palette indices: 0 background, 1.. colours, then outline
         side = IMAGE_SIZE // 16
         assert all(len(v) == side * side for v in labels.values())
+        assert labels.keys() == PATCH_LABEL_CLASSES.keys()
+        assert all(0 <= x < PATCH_LABEL_CLASSES[k] for k, v in labels.items() for x in v)
         for i in range(side * side):
             r, c = divmod(i, side)
             patch = pixels[r * 16 : (r + 1) * 16, c * 16 : (c + 1) * 16]

@@ -226,6 +226,16 @@ def render_scene(scene: Scene) -> Any:
     return image
 
 
+# Number of classes of each patch_labels key (0 = background for the first three).
+PATCH_LABEL_CLASSES: dict[str, int] = {
+    "color": len(COLORS) + 1,
+    "shape": len(SHAPES) + 1,
+    "size": len(SIZES) + 1,
+    "cell_row": GRID,
+    "cell_col": GRID,
+}
+
+
 def patch_labels(scene: Scene, patch_size: int) -> dict[str, list[int]]:
     """What each ``patch_size`` patch of the rendered scene shows, in raster order, for dense supervision.
 
@@ -233,6 +243,7 @@ def patch_labels(scene: Scene, patch_size: int) -> dict[str, list[int]]:
     or one slot of one shape. Keys: ``color`` (0 background, 1.. the index in :data:`COLORS` + 1),
     ``shape`` (0 background, 1.. :data:`SHAPES` + 1), ``size`` (0 background, 1 small, 2 large), and the
     layout cell of the patch itself, ``cell_row`` / ``cell_col`` (0..grid-1, background included).
+    :data:`PATCH_LABEL_CLASSES` gives the number of classes of each key.
     Raises ValueError when ``patch_size`` is not the scene's slot size.
     """
     cell = scene.image_size // scene.grid

@@ -24,6 +24,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from topv.data.shapes import PATCH_LABEL_CLASSES
+
 log = logging.getLogger("topv.training")
 
 
@@ -223,7 +225,8 @@ def quick_accuracy(model: Any, processor: Any, records: list[dict[str, Any]], im
     return sum(total) / max(1, len(total)), {k: sum(v) / len(v) for k, v in sorted(hits.items())}
 
 
-AUX_TARGETS: tuple[tuple[str, int], ...] = (("color", 6), ("shape", 5), ("size", 3), ("cell_row", 3), ("cell_col", 3))
+# (patch_labels key, number of classes), in the order of the head's output slices.
+AUX_TARGETS: tuple[tuple[str, int], ...] = tuple(PATCH_LABEL_CLASSES.items())
 
 
 class DenseAux:
