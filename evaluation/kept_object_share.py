@@ -42,27 +42,29 @@ def main(argv=None) -> int:
     spec = model_spec(model.config)
     gh, gw = spec.grid_hw
     examples = load_jsonl(args.data, args.limit)
+    # Each example's image and which of its patches show part of a shape, computed once.
+    images, masks = [], []
+    for e in examples:
+        image = Image.open(e.image).convert("RGB").resize((spec.image_size, spec.image_size), Image.NEAREST)
+        a = np.asarray(image)
+        ph, pw = a.shape[0] // gh, a.shape[1] // gw
+        images.append(image)
+        masks.append(np.array([(a[r * ph:(r + 1) * ph, c * pw:(c + 1) * pw] != a[0, 0]).any()
+                               for r in range(gh) for c in range(gw)]))
+    image_share = float(np.mean([m.mean() for m in masks]))
     rows = {}
-    image_share = []
     for keep in [int(k) for k in args.keep.split(",")]:
         for method in args.methods.split(","):
             shares = []
-            for e in examples:
-                image = Image.open(e.image).convert("RGB").resize((spec.image_size, spec.image_size), Image.NEAREST)
-                a = np.asarray(image)
-                ph, pw = a.shape[0] // gh, a.shape[1] // gw
-                obj = np.array([(a[r * ph:(r + 1) * ph, c * pw:(c + 1) * pw] != a[0, 0]).any()
-                                for r in range(gh) for c in range(gw)])
+            for e, image, obj in zip(examples, images, masks):
                 res = topv.generate(model, processor, image, e.question, keep=keep, layer=args.layer, method=method,
                                     max_new_tokens=1)
                 shares.append(float(obj[np.asarray(res.kept_indices)].mean()))
-                if len(image_share) < len(examples):
-                    image_share.append(float(obj.mean()))
             rows[f"{method}@{keep}"] = float(np.mean(shares))
             print(f"{method:8s} keep {keep:4d}: object share of kept patches {np.mean(shares):.3f} "
-                  f"(image: {np.mean(image_share):.3f})", flush=True)
+                  f"(image: {image_share:.3f})", flush=True)
     result = {"model": args.model, "data": args.data, "n": len(examples), "layer": args.layer,
-              "image_object_share": float(np.mean(image_share)), "kept_object_share": rows}
+              "image_object_share": image_share, "kept_object_share": rows}
     if args.json_path:
         Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json_path).write_text(json.dumps(result, indent=2) + "\n")
