@@ -31,7 +31,10 @@ def parse_changes(text: str) -> dict:
         if key not in fields:
             raise SystemExit(f"unknown TopVConfig field {key!r}; known: {', '.join(fields)}")
         kind = type(getattr(TopVConfig(), key))
-        out[key] = kind(value) if kind in (int, float) else value
+        try:
+            out[key] = kind(value) if kind in (int, float) else value
+        except ValueError:
+            raise SystemExit(f"{key}={value!r}: expected a{'n integer' if kind is int else ' number'}") from None
     return out
 
 
@@ -49,14 +52,21 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if "test" in Path(args.data).name:
         raise SystemExit("refusing to compare configurations on a test split; pass the validation split")
-    changes = [parse_changes(c) for c in args.configs]
+    from topv.errors import ConfigError
+    from topv.pruning.config import TopVConfig
+
+    configs = []
+    for text in args.configs:  # every config is validated before the model is loaded
+        try:
+            configs.append(TopVConfig().replace(**parse_changes(text)))
+        except ConfigError as exc:
+            raise SystemExit(f"{text}: {exc}") from None
 
     import torch
 
     from topv.evaluation.evaluate import evaluate_torch, load_jsonl
     from topv.evaluation.run import default_keeps
     from topv.models.spec import model_spec
-    from topv.pruning.config import TopVConfig
     from topv.reference.loading import load_model
 
     torch.set_num_threads(args.threads)
@@ -68,8 +78,7 @@ def main(argv=None) -> int:
     none = evaluate_torch(model, processor, examples, methods=["none"], **common)[0].accuracy
     print(f"none: {none:.4f}", flush=True)
     rows = []
-    for text, change in zip(args.configs, changes):
-        config = TopVConfig().replace(**change)
+    for text, config in zip(args.configs, configs):
         cells = evaluate_torch(model, processor, examples, methods=["topv"], config=config, **common)
         accuracy = {str(c.keep): c.accuracy for c in cells}
         mean = sum(accuracy.values()) / len(accuracy)

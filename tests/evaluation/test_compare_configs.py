@@ -26,6 +26,17 @@ def test_parse_changes_types_fields_and_rejects_unknown_ones():
         parse("gama=1")
 
 
+def test_bad_values_are_refused_before_the_model_loads(tmp_path):
+    main = _script().main
+    common = ["--model", str(tmp_path / "no-model"), "--data", str(tmp_path / "val.jsonl"), "--json", str(tmp_path / "o.json")]
+    with pytest.raises(SystemExit, match="gamma='abc': expected a number"):
+        main(["gamma=abc", *common])
+    with pytest.raises(SystemExit, match="iterations='2.5': expected an integer"):
+        main(["iterations=2.5", *common])
+    with pytest.raises(SystemExit, match="gamma=-1: TopVConfig.gamma must be a number >= 0"):
+        main(["gamma=-1", *common])
+
+
 def test_refuses_a_test_split(tmp_path):
     with pytest.raises(SystemExit, match="refusing"):
         _script().main(["importance=retention", "--model", "x", "--data", str(tmp_path / "test.jsonl"), "--json", str(tmp_path / "o.json")])
