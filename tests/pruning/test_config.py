@@ -12,7 +12,7 @@ from topv.pruning.config import TopVConfig, recovery_count
         ("sigma", -2.0, "sigma must be a number > 0"),
         ("iterations", 0, "iterations must be an integer >= 1"),
         ("iterations", 2.5, "iterations must be an integer >= 1"),
-        ("importance", "rowsum", "importance must be one of semi_relaxed, balanced, unbalanced, retention"),
+        ("importance", "rowsum", "importance must be one of balanced_retention, retention, semi_relaxed, balanced, unbalanced"),
         ("feature_distance", "l1", "feature_distance must be one of"),
         ("recovery_fraction", 1.0, "recovery_fraction must be in \\[0, 1\\)"),
     ],

@@ -8,7 +8,7 @@ from topv.pruning.config import TopVConfig
 from topv.pruning.cost import centre_cost, feature_cost, spatial_cost
 from topv.pruning.importance import importance_from_cost
 
-VARIANTS = ["semi_relaxed", "balanced", "unbalanced", "retention"]
+VARIANTS = ["balanced_retention", "retention", "semi_relaxed", "balanced", "unbalanced"]
 
 
 def _random_tokens(n, d, seed, scale=1.0):
@@ -76,7 +76,7 @@ def test_spatial_term_changes_the_ranking():
     assert not torch.equal(_ranking(with_s), _ranking(without_s))
 
 
-@pytest.mark.parametrize("variant", ["semi_relaxed", "unbalanced", "retention"])
+@pytest.mark.parametrize("variant", ["balanced_retention", "semi_relaxed", "unbalanced", "retention"])
 def test_centre_term_changes_the_ranking(variant):
     g = torch.Generator().manual_seed(3)
     s = torch.randn(49, 8, generator=g)
@@ -154,3 +154,25 @@ def test_retention_ranks_a_distinct_token_above_its_duplicated_neighbours():
     duplicates = [i for i in range(4, 25) if i != 12]
     assert retention[12] > 10 * retention[duplicates].max()
     assert rowsum[12] < 2 * rowsum[duplicates].median()
+
+
+@pytest.mark.parametrize("variant", ["balanced_retention", "balanced", "unbalanced"])
+def test_iterations_change_the_scores_of_solved_variants(variant):
+    s, t = _random_tokens(64, 16, 5)
+    scores = [topv.token_importance(s, t, (8, 8), TopVConfig(importance=variant, iterations=n)) for n in (1, 3)]
+    assert (scores[0] - scores[1]).abs().max().item() > 1e-4
+
+
+def test_balanced_retention_is_the_diagonal_of_pots_plan():
+    ot = pytest.importorskip("ot")
+    import numpy as np
+
+    from topv.pruning.cost import transport_cost
+
+    s, t = _random_tokens(36, 8, 7)
+    cfg = TopVConfig(importance="balanced_retention", iterations=3)
+    cost = transport_cost(s.double(), t.double(), (6, 6), cfg).double()
+    plan = ot.bregman.sinkhorn_log(np.full(36, 1 / 36), np.full(36, 1 / 36), cost.numpy(), cfg.epsilon, numItermax=3, stopThr=0)
+    want = np.diag(plan) * 36
+    got = importance_from_cost(cost, cfg).numpy()
+    np.testing.assert_allclose(got, want / want.sum(), rtol=1e-6)

@@ -16,10 +16,10 @@ from typing import Any, Literal
 
 from topv.errors import ConfigError
 
-ImportanceVariant = Literal["semi_relaxed", "balanced", "unbalanced", "retention"]
+ImportanceVariant = Literal["balanced_retention", "retention", "semi_relaxed", "balanced", "unbalanced"]
 FeatureDistance = Literal["l2", "l2_rms", "cosine"]
 
-IMPORTANCE_VARIANTS: tuple[str, ...] = ("semi_relaxed", "balanced", "unbalanced", "retention")
+IMPORTANCE_VARIANTS: tuple[str, ...] = ("balanced_retention", "retention", "semi_relaxed", "balanced", "unbalanced")
 FEATURE_DISTANCES: tuple[str, ...] = ("l2", "l2_rms", "cosine")
 
 

@@ -1,21 +1,17 @@
-"""Per-source importance read from the transport plan, without the balanced-OT degeneracy.
+"""Per-source importance read from the transport plan (``TopVConfig.importance``).
 
 Sources are the visual hidden states entering decoder layer K; targets are the same positions after
-layer K's post-attention norm. A source's importance is the transport mass it sends to the targets
-(the row sum of the "contribution matrix"). Three ways to make that informative are implemented,
-selected by ``TopVConfig.importance`` (see ``docs/DESIGN.md``, "Importance"):
+layer K's post-attention norm; ``C`` is their visual-aware cost (``topv.pruning.cost``). Variants:
 
-* ``semi_relaxed`` (default): only the target marginal is imposed,
-  ``P[i, j] = b_j softmax_i(-C[i, j] / eps)``; ``I_i = sum_j P[i, j]``.
-* ``balanced``: ``iterations`` POT-order Sinkhorn iterations plus a final target half-step;
-  ``I_i = sum_j P[i, j]``. A source-only cost term acts only through the first half-step; scores flatten as it converges.
-* ``unbalanced``: the source marginal is relaxed with a KL penalty of weight ``rho``
-  (``f <- rho/(rho+eps) * (log a - LSE(...))``), ending on the exact target half-step.
-* ``retention``: the same semi-relaxed plan, read on its diagonal: ``I_i = P[i, i] / b_i =
-  softmax_i(-C[i, i] / eps)``, the share of target i's mass that only source i can carry. A token
-  with many cheap substitutes (a patch of flat background among hundreds like it) keeps little of its
-  own mass; a distinctive one keeps most of it. Row sums cannot see this: mass a redundant source
-  loses to its duplicates it receives back from them, so every row sums to about the same.
+* ``balanced_retention`` (default): ``iterations`` log-domain Sinkhorn iterations of the balanced
+  problem (uniform marginals, POT's order), then the plan's diagonal, ``I_i = P_ii / a_i``: the share of
+  token i's mass that stays on its own target. A token with many cheap substitutes (flat background)
+  keeps little of it, a distinctive one most of it.
+* ``retention``: the same diagonal of the plan with only the target marginal imposed (one softmax over
+  sources per target; the iterations play no part).
+* ``semi_relaxed``: row sums of that one-softmax plan.
+* ``balanced``: row sums of the balanced plan after the iterations and one more target half-step.
+* ``unbalanced``: row sums with the source marginal relaxed by a KL penalty of weight ``rho``.
 
 Scores are float32, sum to 1 over the visual tokens, and larger means more important.
 """
@@ -26,29 +22,32 @@ import torch
 
 from topv.pruning.config import TopVConfig
 from topv.pruning.cost import transport_cost
-from topv.pruning.sinkhorn import sinkhorn_potentials
+from topv.pruning.sinkhorn import logsumexp, sinkhorn_potentials
+
+
+def _diagonal(x: torch.Tensor) -> torch.Tensor:
+    """``x[..., i, i]`` as a masked sum (exports as Mul/ReduceSum with a constant identity)."""
+    eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
+    return (x * eye).sum(-1)
 
 
 def importance_from_cost(cost: torch.Tensor, config: TopVConfig) -> torch.Tensor:
-    """``(..., N)`` importance of each source for a ``(..., N, M)`` float32 cost."""
-    if config.importance == "retention":
+    """``(..., N)`` importance of each source for a ``(..., N, N)`` float32 cost."""
+    variant = config.importance
+    if variant in ("retention", "semi_relaxed"):
         log_k = -cost / config.epsilon
-        n = cost.shape[-1]
-        eye = torch.eye(n, dtype=cost.dtype, device=cost.device)
-        # log P[i, i] / b_i = log_k[i, i] - LSE_k log_k[k, i]; the diagonal as a masked sum (exports
-        # as plain Mul/ReduceSum with a constant identity).
-        own = (log_k * eye).sum(-1) - torch.logsumexp(log_k, dim=-2)
-        return torch.softmax(own, dim=-1)
-    if config.importance == "semi_relaxed":
-        log_k = -cost / config.epsilon
-        m = cost.shape[-1]
-        plan = torch.softmax(log_k, dim=-2) / m
-        return plan.sum(-1)
-    exponent = 1.0 if config.importance == "balanced" else config.rho / (config.rho + config.epsilon)
+        if variant == "retention":  # log P[i, i] / b_i = log_k[i, i] - LSE_k log_k[k, i]
+            return torch.softmax(_diagonal(log_k) - logsumexp(log_k, dim=-2), dim=-1)
+        return (torch.softmax(log_k, dim=-2) / cost.shape[-1]).sum(-1)
+    if variant == "balanced_retention":
+        log_k, f, g = sinkhorn_potentials(cost, None, None, config.epsilon, config.iterations)
+        # log(P[i, i] / a_i) with a_i = 1/N; normalized over i (a constant shift of every score).
+        return torch.softmax(_diagonal(log_k) + f + g, dim=-1)
+    exponent = 1.0 if variant == "balanced" else config.rho / (config.rho + config.epsilon)
     log_k, f, g = sinkhorn_potentials(
         cost, None, None, config.epsilon, config.iterations, source_exponent=exponent, final_target_step=True
     )
-    return torch.exp(f + torch.logsumexp(log_k + g.unsqueeze(-2), dim=-1))
+    return torch.exp(f + logsumexp(log_k + g.unsqueeze(-2), dim=-1))
 
 
 def token_importance(

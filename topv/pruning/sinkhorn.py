@@ -14,6 +14,17 @@ import numpy as np
 import torch
 
 
+def logsumexp(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """``log(sum(exp(x), dim))`` in the stable max / exp / sum / log form.
+
+    Written out rather than ``torch.logsumexp`` so that the exported graph holds ReduceMax, Exp,
+    ReduceSum and Log over one axis: ONNX's ``ReduceLogSumExp`` is mistranslated by some runtimes
+    (OpenVINO 2026.4 reduces over every axis), and these four ops are portable everywhere.
+    """
+    m = x.amax(dim=dim, keepdim=True)
+    return (m + torch.log(torch.exp(x - m).sum(dim=dim, keepdim=True))).squeeze(dim)
+
+
 def _as_tensor(x: Any, like: torch.Tensor | None = None) -> torch.Tensor | None:
     """Accept torch tensors, numpy arrays and lists (POT's empty-list convention means "uniform")."""
     if x is None:
@@ -61,10 +72,10 @@ def sinkhorn_potentials(
     f = torch.zeros_like(log_a)
     g = torch.zeros_like(log_b)
     for _ in range(iters):
-        g = log_b - torch.logsumexp(log_k + f.unsqueeze(-1), dim=-2)
-        f = source_exponent * (log_a - torch.logsumexp(log_k + g.unsqueeze(-2), dim=-1))
+        g = log_b - logsumexp(log_k + f.unsqueeze(-1), dim=-2)
+        f = source_exponent * (log_a - logsumexp(log_k + g.unsqueeze(-2), dim=-1))
     if final_target_step:
-        g = log_b - torch.logsumexp(log_k + f.unsqueeze(-1), dim=-2)
+        g = log_b - logsumexp(log_k + f.unsqueeze(-1), dim=-2)
     return log_k, f, g
 
 
