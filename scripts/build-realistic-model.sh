@@ -42,4 +42,4 @@ fi
 
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 cd "$root"
-exec "$py" -m topv.models.realistic --out "$out" "$@"
+exec "$py" -m tools.realistic.build --out "$out" "$@"

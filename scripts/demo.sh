@@ -6,4 +6,4 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bash "$root/scripts/setup-venv.sh"
 cd "$root"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} TOKENIZERS_PARALLELISM=false
-exec .venv/bin/python -m topv.demo "$@"
+exec .venv/bin/python -m tools.demo "$@"

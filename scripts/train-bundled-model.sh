@@ -18,13 +18,13 @@ export OMP_NUM_THREADS=2 TOKENIZERS_PARALLELISM=false
 py=.venv/bin/python
 common=(--batch-size 128 --questions-per-image 16 --aux-weight 1.0 --curriculum-hold 0 --curriculum-steps 0
         --init-std 0.06 --position-init layout --log-every 50 --threads 2)
-$py -m topv.training.train_shapes --out "$work/stage1" --seed 0 --steps 2000 --lr 1e-3 --warmup 100 --eval-every 250 "${common[@]}"
-$py -m topv.training.train_shapes --out "$work/stage2" --init-from "$work/stage1" --seed 1 --steps 6500 --lr 8e-4 \
+$py -m tools.training.train_shapes --out "$work/stage1" --seed 0 --steps 2000 --lr 1e-3 --warmup 100 --eval-every 250 "${common[@]}"
+$py -m tools.training.train_shapes --out "$work/stage2" --init-from "$work/stage1" --seed 1 --steps 6500 --lr 8e-4 \
   --warmup 200 --eval-every 500 "${common[@]}"
 cp "$work/stage1/training.json" "$work/stage2/training-stage1.json"
-$py -m topv.training.evaluate_shapes --model "$work/stage2" --data data/shapes-vqa/val.jsonl --json "$work/eval-val.json"
-$py -m topv.training.evaluate_shapes --model "$work/stage2" --data data/shapes-vqa/test.jsonl --json "$work/eval-test.json"
-$py -m topv.training.model_card --model "$work/stage2" --eval val="$work/eval-val.json" --eval test="$work/eval-test.json"
+$py -m tools.training.evaluate_shapes --model "$work/stage2" --data data/shapes-vqa/val.jsonl --json "$work/eval-val.json"
+$py -m tools.training.evaluate_shapes --model "$work/stage2" --data data/shapes-vqa/test.jsonl --json "$work/eval-test.json"
+$py -m tools.training.model_card --model "$work/stage2" --eval val="$work/eval-val.json" --eval test="$work/eval-test.json"
 mkdir -p "$(dirname "$out")"
 mv "$work/stage2" "$out"
 echo "saved $out"

@@ -47,7 +47,7 @@ def scene_image():
 @pytest.fixture(scope="session")
 def tiny_llava():
     """A tiny random LLaVA (CLIP tower 56 px / patch 14 -> 4x4 grid, 4-layer Llama) and its processor."""
-    from topv.models.factory import LlavaShape, build_random_llava
+    from topv.testing.llava import LlavaShape, build_random_llava
 
     return build_random_llava(LlavaShape(initializer_range=0.2), seed=1)
 
@@ -72,7 +72,7 @@ class ExportCache:
 
     def model_dir(self, name, shape, seed=3):
         if name not in self.models:
-            from topv.models.factory import save_random_llava
+            from topv.testing.llava import save_random_llava
 
             self.models[name] = save_random_llava(self.root / "models" / name, shape, seed=seed)
         return self.models[name]

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from topv.errors import ImageError, InputError
-from topv.inputs import format_prompt, image_span, load_image
+from topv.families.llava import LlavaProcessor
+from topv.inputs import image_span, load_image
 
 
 def test_missing_file(tmp_path):
@@ -41,8 +42,8 @@ def test_arrays_and_pil(scene_image):
 def test_prompt_must_be_text(tiny_llava):
     _, processor = tiny_llava
     with pytest.raises(InputError, match="non-empty string"):
-        format_prompt(processor, "   ")
-    assert format_prompt(processor, "w1").endswith("ASSISTANT:")
+        LlavaProcessor(processor).format_prompt("   ")
+    assert LlavaProcessor(processor).format_prompt("w1").endswith("ASSISTANT:")
 
 
 def test_image_span():

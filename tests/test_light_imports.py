@@ -2,7 +2,7 @@
 
 import subprocess
 import sys
-import tomllib
+import re
 from pathlib import Path
 
 import pytest
@@ -22,8 +22,9 @@ sys.meta_path.insert(0, Block())
 
 
 def _scripts():
-    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    return data["project"]["scripts"]
+    # Read [project.scripts] without tomllib (Python 3.10 has none): one `name = "module:function"` per line.
+    text = (ROOT / "pyproject.toml").read_text().split("[project.scripts]", 1)[1].split("\n[", 1)[0]
+    return dict(re.findall(r'^([\w-]+)\s*=\s*"([\w.]+:\w+)"', text, flags=re.M))
 
 
 def _run(code):
@@ -32,7 +33,9 @@ def _run(code):
 
 def test_import_topv_without_heavy_libraries():
     proc = _run(
-        "import topv, topv.runtime, topv.export, topv.pruning, topv.manifest\n"
+        "import topv, topv.runtime, topv.export, topv.pruning, topv.artifact.manifest, topv.families, topv.spec\n"
+        "import topv.runtime.pipeline, topv.runtime.chain, topv.runtime.backends, topv.runtime.backends.base\n"
+        "import topv.runtime.backends.ort.backend, topv.runtime.backends.trt.backend, topv.engines.check, topv.cli.outputs\n"
         "from topv import TopVConfig\n"
         "print(TopVConfig().iterations, topv.__version__)\n"
         f"assert not any(m.split('.')[0] in {BLOCKED!r} for m in sys.modules)\n"
@@ -55,7 +58,7 @@ def test_help_without_heavy_libraries(script):
 
 def test_missing_backend_library_is_a_clear_error():
     proc = _run(
-        "from topv.runtime.ort_executor import import_onnxruntime\n"
+        "from topv.runtime.backends.ort.session import import_onnxruntime\n"
         "from topv.errors import BackendUnavailableError\n"
         "try:\n    import_onnxruntime()\nexcept BackendUnavailableError as e:\n    print(e)\n"
     )

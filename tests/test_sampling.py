@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from topv.errors import InputError
-from topv.generation.sampling import SamplingConfig, TokenSampler, stop_ids
+from topv.sampling import SamplingConfig, TokenSampler, stop_ids
 
 
 def test_greedy_is_argmax_with_first_index_on_ties():
@@ -12,17 +12,17 @@ def test_greedy_is_argmax_with_first_index_on_ties():
 
 def test_top_p_keeps_the_smallest_nucleus():
     logits = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
-    s = TokenSampler(SamplingConfig(do_sample=True, top_p=0.7, seed=0))
+    s = TokenSampler(SamplingConfig(temperature=1.0, top_p=0.7, seed=0))
     draws = {s(logits) for _ in range(300)}
     assert draws == {0, 1}
 
 
 def test_temperature_sharpens_and_seed_reproduces():
     logits = np.array([1.0, 0.5, 0.0])
-    a = [TokenSampler(SamplingConfig(do_sample=True, temperature=0.7, seed=3))(logits) for _ in range(5)]
-    b = [TokenSampler(SamplingConfig(do_sample=True, temperature=0.7, seed=3))(logits) for _ in range(5)]
+    a = [TokenSampler(SamplingConfig(temperature=0.7, seed=3))(logits) for _ in range(5)]
+    b = [TokenSampler(SamplingConfig(temperature=0.7, seed=3))(logits) for _ in range(5)]
     assert a == b
-    cold = TokenSampler(SamplingConfig(do_sample=True, temperature=0.05, seed=1))
+    cold = TokenSampler(SamplingConfig(temperature=0.05, seed=1))
     assert {cold(logits) for _ in range(50)} == {0}
 
 

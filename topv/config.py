@@ -1,8 +1,8 @@
 """Environment variables topv reads, all in one place.
 
-TOPV_ORT_CUDA_GRAPH   "1" captures the ort-cuda decode step as a CUDA graph (experimental; default off).
-TOPV_TRT_CUDA_GRAPH   "1" captures the trt decode step as a CUDA graph (experimental; default off).
-TOPV_THREADS          default CPU thread count for ONNX Runtime / torch (default: all available cores).
+TOPV_CUDA_GRAPH   "1" captures the decode step of the GPU backends (ort-cuda, trt) as a CUDA graph; the
+                  default when ``BackendOptions.cuda_graph`` is None (default off until verified on a GPU).
+TOPV_THREADS      default CPU thread count for ONNX Runtime / torch (default: all available cores).
 """
 
 from __future__ import annotations
@@ -41,12 +41,8 @@ def env_int(name: str) -> int | None:
     return value
 
 
-def ort_cuda_graph() -> bool:
-    return env_flag("TOPV_ORT_CUDA_GRAPH", False)
-
-
-def trt_cuda_graph() -> bool:
-    return env_flag("TOPV_TRT_CUDA_GRAPH", False)
+def cuda_graph_default() -> bool:
+    return env_flag("TOPV_CUDA_GRAPH", False)
 
 
 def default_threads() -> int | None:

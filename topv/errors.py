@@ -39,6 +39,10 @@ class PromptTooLongError(InputError):
     """The prompt does not fit the static shapes fixed at export time."""
 
 
+class BusyError(TopvError):
+    """Every KV state of a ``Pipeline`` is in use (an unfinished stream holds one until it ends or is closed)."""
+
+
 class ArtifactError(TopvError):
     """An exported folder or engine cannot be used (missing, truncated, modified, or from elsewhere)."""
 

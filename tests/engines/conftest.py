@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from topv.models.factory import LlavaShape
+from topv.testing.llava import LlavaShape
 
 HERE = Path(__file__).resolve().parent
 GQA = LlavaShape(num_kv_heads=2, initializer_range=0.2)  # 4x4 grid, 4 layers, grouped-query attention

@@ -18,7 +18,7 @@ from topv.engines.engine_manifest import (
     write_engine_manifest,
 )
 from topv.errors import ArtifactError, ChecksumMismatchError, IncompatibleArtifactError
-from topv.manifest import sha256_file
+from topv.artifact.files import FileRecord, sha256_file
 
 ORIN = GpuInfo("Orin", "8.7", 16 * 2**30)
 
@@ -95,18 +95,20 @@ def test_check_compatible_says_how_to_rebuild(tmp_path):
 
 
 def test_engines_must_match_the_exported_graphs(tmp_path):
-    export = {
-        "graphs": {"vision": {"file": "vision.onnx"}},
-        "files": {"vision.onnx": {"sha256": "a" * 64}, "weights.bin": {"sha256": "b" * 64}},
-        "weights": {"file": "weights.bin"},
-    }
+    from types import SimpleNamespace
+
+    export = SimpleNamespace(
+        graphs={"vision": SimpleNamespace(file="vision.onnx")},
+        files={"vision.onnx": FileRecord("a" * 64, 1), "weights.bin": FileRecord("b" * 64, 1)},
+        weights={"file": "weights.bin"},
+    )
     assert export_fingerprint(export) == {"vision.onnx": "a" * 64, "weights.bin": "b" * 64}
     check_matches_export(_manifest(tmp_path), export)
-    export["files"]["weights.bin"]["sha256"] = "c" * 64  # re-exported after the build
+    export.files["weights.bin"] = FileRecord("c" * 64, 1)  # re-exported after the build
     with pytest.raises(IncompatibleArtifactError, match="weights.bin changed"):
         check_matches_export(_manifest(tmp_path), export)
-    export["files"]["weights.bin"]["sha256"] = "b" * 64
-    export["graphs"]["decode_step"] = {"file": "decode_step.onnx"}
+    export.files["weights.bin"] = FileRecord("b" * 64, 1)
+    export.graphs["decode_step"] = SimpleNamespace(file="decode_step.onnx")
     with pytest.raises(IncompatibleArtifactError, match="no engine was built for decode_step"):
         check_matches_export(_manifest(tmp_path), export)
 

@@ -21,7 +21,7 @@ def _save_graph(folder, name, model):
     """Save an edited graph and update manifest.json as if it had been exported that way."""
     import onnx
 
-    from topv.manifest import sha256_file
+    from topv.artifact.files import sha256_file
 
     onnx.save(model, str(folder / name))
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -120,7 +120,9 @@ def test_a_failed_build_leaves_the_old_engines(standin_trt, pruned_export, copy_
 
 
 def test_plan_needs_no_tensorrt(pruned_export):
-    manifest = json.loads((pruned_export / "manifest.json").read_text())
+    from topv.artifact.manifest import read_manifest
+
+    manifest = read_manifest(pruned_export)
     plan = plan_build(pruned_export, manifest, BuildOptions(precision="bf16"))
     assert [g.graph for g in plan.graphs] == GRAPHS and not plan.existing
     assert [g.precision for g in plan.graphs] == ["bf16", "bf16", "fp32", "bf16", "bf16"]

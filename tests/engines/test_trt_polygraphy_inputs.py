@@ -1,23 +1,23 @@
 """The Polygraphy helper: real per-graph inputs from one ONNX Runtime request, and the commands that use them."""
 
-import json
-
 import numpy as np
 
-from topv.engines.polygraphy_inputs import graph_inputs, polygraphy_commands
+from topv.artifact.manifest import read_manifest
+
+from topv.runtime.backends.trt.polygraphy import graph_inputs, polygraphy_commands
 
 
 def test_inputs_follow_the_manifest_and_the_commands_use_the_profiles(pruned_export, scene_image, tmp_path):
-    manifest = json.loads((pruned_export / "manifest.json").read_text())
+    manifest = read_manifest(pruned_export)
     feeds = graph_inputs(pruned_export, scene_image, "What colour is the square?")
-    assert list(feeds) == list(manifest["graphs"])
+    assert list(feeds) == list(manifest.graphs)
     for graph, feed in feeds.items():
-        entry = manifest["graphs"][graph]
-        assert list(feed) == [t["name"] for t in entry["inputs"]]
-        for spec in entry["inputs"]:
-            value = feed[spec["name"]]
-            assert value.dtype == np.dtype(spec["dtype"])
-            assert all(d == s for d, s in zip(value.shape, spec["shape"]) if isinstance(s, int))
+        entry = manifest.graphs[graph]
+        assert list(feed) == entry.input_names
+        for spec in entry.inputs:
+            value = feed[spec.name]
+            assert value.dtype == np.dtype(spec.dtype)
+            assert all(d == s for d, s in zip(value.shape, spec.shape) if isinstance(s, int))
     decode = feeds["decode_step"]
     assert decode["past_length_head"][0] == feeds["prefill_head"]["input_ids"].shape[1]
     assert decode["past_length_tail"][0] == feeds["prefill_tail"]["position_ids"].shape[1]
@@ -25,7 +25,7 @@ def test_inputs_follow_the_manifest_and_the_commands_use_the_profiles(pruned_exp
     commands = polygraphy_commands(pruned_export, manifest, paths, "fp16")
     assert len(commands) == 3 * len(feeds)
     head = next(c for c in commands if "prefill_head.onnx --onnxrt --trt" in c)
-    p_max = manifest["static_shapes"]["max_prompt_tokens"]
+    p_max = manifest.shapes.max_prompt_tokens
     assert f"'input_ids:[1,{p_max}]'" in head and "--fp16" in head and "--load-inputs" in head
     prune = next(c for c in commands if "prune.onnx --onnxrt --trt" in c)
     assert "--fp16" not in prune  # the TopV solve is built in float32

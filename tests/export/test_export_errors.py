@@ -14,7 +14,7 @@ from topv.errors import (
 )
 from topv.export.cli import main as export_main
 from topv.export.exporter import ExportOptions, export_model
-from topv.models.factory import LlavaShape
+from topv.testing.llava import LlavaShape
 
 SHAPE = LlavaShape(initializer_range=0.2)  # 4x4 grid: 16 visual tokens, 4 layers
 
@@ -39,14 +39,21 @@ def test_existing_output_is_not_touched_without_force(model_dir, tmp_path):
     assert export_main([str(model_dir), str(out), "--keep", "4", "-q"]) == 2
 
 
-def test_force_replaces_the_folder_atomically(model_dir, tmp_path):
+def test_force_replaces_only_a_topv_export(model_dir, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    (out / "old.txt").write_text("old")
-    export_model(model_dir, out, ExportOptions(keep=4, force=True, validate_tokens=2))
-    assert not (out / "old.txt").exists()
-    assert (out / "manifest.json").is_file()
-    assert _siblings(out) == ["out"]  # no temporary or backup folder left behind
+    (out / "mine.txt").write_text("keep me")
+    with pytest.raises(OutputExistsError, match="not a topv export"):
+        export_model(model_dir, out, ExportOptions(keep=4, force=True, validate_tokens=2))
+    assert (out / "mine.txt").read_text() == "keep me"
+    (out / "mine.txt").unlink()
+    out.rmdir()
+    export_model(model_dir, out, ExportOptions(keep=4, validate_tokens=2))
+    first = json.loads((out / "manifest.json").read_text())["created"]
+    export_model(model_dir, out, ExportOptions(keep=5, force=True, validate_tokens=2))
+    assert json.loads((out / "manifest.json").read_text())["pruning"]["keep"] == 5
+    assert first  # replaced by the new export
+    assert _siblings(out) == ["out"]  # no temporary, backup or lock file left behind
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,9 @@ import json
 import pytest
 
 import topv
+from tests._helpers import hf_inputs
 from topv.export.cli import main as export_main
-from topv.models.factory import EOS_ID, LlavaShape
+from topv.testing.llava import EOS_ID, LlavaShape
 from topv.runtime.cli import main as run_main
 
 MODELS = {
@@ -38,7 +39,6 @@ def test_keep_all_equals_transformers_generate(name, exports, image_file, capsys
     import torch
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-    from topv.inputs import encode
 
     model_dir = exports.model_dir(name, MODELS[name])
     out = exports.root / f"cli-{name}"
@@ -47,7 +47,7 @@ def test_keep_all_equals_transformers_generate(name, exports, image_file, capsys
     got = _run_json(out, image_file, capsys)
     model = LlavaForConditionalGeneration.from_pretrained(model_dir).eval()
     processor = AutoProcessor.from_pretrained(model_dir)
-    inputs = encode(processor, image_file, PROMPT)
+    inputs = hf_inputs(processor, image_file, PROMPT)
     with torch.no_grad():
         want = model.generate(**inputs, max_new_tokens=32, do_sample=False)[0, inputs["input_ids"].shape[1]:].tolist()
     assert len(want) == 32 or want[-1] == EOS_ID
@@ -81,10 +81,10 @@ def test_static_kv_buffers_after_k_are_sized_for_the_kept_length(exports):
     n = 36
     assert kv["capacity_head"] == 60 + 16
     assert kv["capacity_tail"] == 60 - n + keep + 16
-    assert [l["capacity"] for l in kv["layers"]] == [76, 76, 50, 50]
     assert kv["bytes"] * 76 * 4 == kv["bytes_unpruned"] * (2 * 76 + 2 * 50)
     pipe = Pipeline.load(out)
-    shapes = pipe.executor.input_shapes("decode_step")
+    assert [pipe.manifest.kv.capacity(i) for i in range(4)] == [76, 76, 50, 50]
+    shapes = pipe.backend.input_shapes("decode_step")
     for i in range(4):
         capacity = 76 if i <= layer else 50
         assert shapes[f"past_key.{i}"] == [1, 2, capacity, 16]
@@ -92,7 +92,7 @@ def test_static_kv_buffers_after_k_are_sized_for_the_kept_length(exports):
     # The preallocated host buffers are exactly those.
     state = pipe._states.get()
     try:
-        assert [k.shape[2] for k in state["cache"].keys] == [76, 76, 50, 50]
+        assert [k.shape[2] for k in state.cache.keys] == [76, 76, 50, 50]
     finally:
         pipe._states.put(state)
 

@@ -6,7 +6,7 @@ import onnx
 import pytest
 from onnx import TensorProto, shape_inference
 
-from topv.models.factory import LlavaShape
+from topv.testing.llava import LlavaShape
 
 SHAPE = LlavaShape(num_kv_heads=2, image_size=84, initializer_range=0.2)
 FP32_OPS = {"Softmax", "ReduceMean", "LayerNormalization", "ReduceSum", "ReduceMax", "ReduceMin", "Exp", "Log"}

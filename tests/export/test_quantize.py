@@ -7,7 +7,7 @@ import pytest
 
 from topv.errors import ConfigError
 from topv.export.exporter import ExportOptions
-from topv.models.factory import LlavaShape
+from topv.testing.llava import LlavaShape
 
 SHAPE = LlavaShape(num_kv_heads=2, image_size=84, initializer_range=0.2)
 
@@ -37,7 +37,7 @@ def test_int8_graphs_use_standard_int8_ops_and_stay_close(int8_export, scene_ima
 def test_int8_folder_is_reported_unbuildable_by_topv_check(int8_export):
     from topv.engines.check import check_folder
 
-    report = check_folder(int8_export, trt_version="10.0")
+    report = check_folder(int8_export)
     assert not report.ok
     assert any("MatMulInteger" in f.message for g in report.graphs for f in g.findings)
 

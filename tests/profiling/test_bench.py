@@ -38,13 +38,13 @@ def test_bench_sweep_with_hf_baseline(tmp_path, capsys):
 
 
 def test_prompt_of_exact_length(tiny_llava, scene_image):
-    from topv.inputs import encode
+    from topv.families.llava import LlavaProcessor
     from topv.profiling.bench import make_prompt
 
-    _, processor = tiny_llava
+    processor = LlavaProcessor(tiny_llava[1])
     for target in (25, 60):
         prompt = make_prompt(processor, scene_image, target)
-        assert encode(processor, scene_image, prompt)["input_ids"].shape[1] == target
+        assert processor.encode(scene_image, prompt)["input_ids"].shape[1] == target
     from topv.errors import InputError
 
     with pytest.raises(InputError, match="below"):

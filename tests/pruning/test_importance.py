@@ -176,3 +176,10 @@ def test_balanced_retention_is_the_diagonal_of_pots_plan():
     want = np.diag(plan) * 36
     got = importance_from_cost(cost, cfg).numpy()
     np.testing.assert_allclose(got, want / want.sum(), rtol=1e-6)
+
+
+def test_the_default_runs_the_sinkhorn_iterations():
+    s, t = _random_tokens(64, 16, 6)
+    one = topv.token_importance(s, t, (8, 8), TopVConfig(iterations=1))
+    three = topv.token_importance(s, t, (8, 8), TopVConfig(iterations=3))
+    assert (one - three).abs().max().item() > 1e-4

@@ -3,8 +3,8 @@
 import pytest
 
 import topv
-from topv.inputs import encode
-from topv.models.factory import EOS_ID, LlavaShape, build_random_llava
+from tests._helpers import hf_inputs
+from topv.testing.llava import EOS_ID, LlavaShape, build_random_llava
 
 CONFIGS = {
     "llama-mha-default-4x4": LlavaShape(initializer_range=0.2),
@@ -20,7 +20,7 @@ CONFIGS = {
 
 
 def _hf_tokens(model, processor, image, prompt, n):
-    inputs = encode(processor, image, prompt)
+    inputs = hf_inputs(processor, image, prompt)
     out = model.generate(**inputs, max_new_tokens=n, do_sample=False)
     return out[0, inputs["input_ids"].shape[1]:].tolist()
 
@@ -55,7 +55,7 @@ def test_prompt_format_without_chat_template(tiny_llava, scene_image):
     model, processor = tiny_llava
     processor.chat_template, saved = None, processor.chat_template
     try:
-        inputs = encode(processor, scene_image, "w5 w6")
+        inputs = hf_inputs(processor, scene_image, "w5 w6")
         ids = inputs["input_ids"][0].tolist()
         assert ids[-2:] == processor.tokenizer.convert_tokens_to_ids(["w5", "w6"])
         result = topv.generate(model, processor, scene_image, "w5 w6", max_new_tokens=8)
@@ -67,7 +67,7 @@ def test_prompt_format_without_chat_template(tiny_llava, scene_image):
 
 def test_sampling_is_reproducible_and_differs_from_greedy(tiny_llava, scene_image):
     model, processor = tiny_llava
-    kwargs = dict(max_new_tokens=16, do_sample=True, temperature=1.5, top_p=0.95)
+    kwargs = dict(max_new_tokens=16, temperature=1.5, top_p=0.95)
     a = topv.generate(model, processor, scene_image, "w1", seed=11, **kwargs)
     b = topv.generate(model, processor, scene_image, "w1", seed=11, **kwargs)
     c = topv.generate(model, processor, scene_image, "w1", seed=12, **kwargs)

@@ -5,8 +5,8 @@ import torch
 
 import topv
 from topv.errors import InputError, KeepOutOfRangeError, LayerOutOfRangeError
-from topv.inputs import encode
-from topv.models.factory import LlavaShape, build_random_llava
+from tests._helpers import hf_inputs
+from topv.testing.llava import LlavaShape, build_random_llava
 from topv.reference.pipeline import ReferencePipeline, cache_bytes, cache_layer_lengths
 
 
@@ -20,10 +20,10 @@ def model6():
 @pytest.mark.parametrize("layer", [0, 2])
 def test_kv_of_layers_after_k_shrinks_by_the_keep_ratio(model6, scene_image, method, layer):
     model, processor = model6
-    inputs = encode(processor, scene_image, "w1 w2 w3")
+    inputs = hf_inputs(processor, scene_image, "w1 w2 w3")
     keep = 12
     pipe = ReferencePipeline(model, layer=layer, keep=keep, method=method)
-    state = pipe.prefill(inputs["input_ids"], inputs["pixel_values"])
+    state = pipe.prefill(inputs["input_ids"], inputs)
     seq = inputs["input_ids"].shape[1]
     kept_len = seq - 36 + keep
     lengths = cache_layer_lengths(state.cache)
@@ -36,12 +36,12 @@ def test_kv_of_layers_after_k_shrinks_by_the_keep_ratio(model6, scene_image, met
 
 def test_kept_tokens_keep_their_original_positions(model6, scene_image):
     model, processor = model6
-    inputs = encode(processor, scene_image, "w1 w2 w3")
+    inputs = hf_inputs(processor, scene_image, "w1 w2 w3")
     pipe = ReferencePipeline(model, layer=1, keep=9, method="topv")
     seen = []
     handle = pipe.lm.rotary_emb.register_forward_hook(lambda m, args, out: seen.append(args[1].clone()))
     try:
-        state = pipe.prefill(inputs["input_ids"], inputs["pixel_values"])
+        state = pipe.prefill(inputs["input_ids"], inputs)
         pipe.decode_step(state, 7, 0)
         pipe.decode_step(state, 8, 1)
     finally:
@@ -63,17 +63,17 @@ def test_decode_equals_reprefill_of_the_pruned_sequence(model6, scene_image):
     any error in cache lengths, masks or decode positions shows up as a logit difference.
     """
     model, processor = model6
-    inputs = encode(processor, scene_image, "w4 w5")
+    inputs = hf_inputs(processor, scene_image, "w4 w5")
     pipe = ReferencePipeline(model, layer=2, keep=10, method="topv")
-    state = pipe.prefill(inputs["input_ids"], inputs["pixel_values"])
+    state = pipe.prefill(inputs["input_ids"], inputs)
     tokens = [11, 12, 13]
     logits = None
     for step, tok in enumerate(tokens):
         logits = pipe.decode_step(state, tok, step)
     longer = torch.cat([inputs["input_ids"], torch.tensor([tokens])], dim=1)
     forced = ReferencePipeline(model, layer=2, keep=10, method="topv")
-    forced.select = lambda captured, offset: (state.kept_indices, None)
-    again = forced.prefill(longer, inputs["pixel_values"])
+    forced.select = lambda captured, offset, positions: (state.kept_indices, None)
+    again = forced.prefill(longer, inputs)
     torch.testing.assert_close(logits, again.logits, rtol=1e-4, atol=1e-5)
 
 
@@ -100,13 +100,13 @@ def test_fastv_scores_match_eager_attention(model6, scene_image):
     model, processor = model6
     eager, _ = build_random_llava(LlavaShape(num_layers=5, num_kv_heads=2, image_size=84, initializer_range=0.2),
                                   seed=3, attn_implementation="eager")
-    inputs = encode(processor, scene_image, "w1 w2 w3")
+    inputs = hf_inputs(processor, scene_image, "w1 w2 w3")
     out = eager(**inputs, output_attentions=True)
     expected = out.attentions[2][0, :, -1].mean(0)
     pipe = ReferencePipeline(model, layer=2, keep=10, method="fastv")
     with pipe._capture_layer() as captured:
-        pipe.prefill(inputs["input_ids"], inputs["pixel_values"])
-    got = pipe.fastv_scores(captured["attn_input"], captured["position_embeddings"])
+        pipe.prefill(inputs["input_ids"], inputs)
+    got = pipe.fastv_scores(captured["attn_input"], pipe.family.position_ids(inputs["input_ids"], pipe.spec))
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
 
 

@@ -1,4 +1,4 @@
-"""The ort-cuda executor's binding and device-buffer logic, run on the CPU provider with CPU tensors.
+"""The ort-cuda backend's binding and device-buffer logic, run on the CPU provider with CPU tensors.
 
 No GPU is needed: the same code path binds torch tensors by address and writes KV slots in place;
 only the device differs. On a GPU machine, the `cuda` test runs it for real.
@@ -6,19 +6,15 @@ only the device differs. On a GPU machine, the `cuda` test runs it for real.
 
 import pytest
 
-from topv.models.factory import LlavaShape
+from topv.testing.llava import LlavaShape
 from topv.runtime.pipeline import Pipeline
 
 SHAPE = LlavaShape(num_kv_heads=2, image_size=84, initializer_range=0.2)
 
 
 def _device_pipeline(folder, device):
-    from topv.manifest import read_manifest
-    from topv.runtime.ort_cuda_executor import OrtDeviceExecutor
-
     base = Pipeline.load(folder, threads=1)
-    executor = OrtDeviceExecutor(folder, base.manifest, threads=1, device=device)
-    return base, Pipeline(folder, read_manifest(folder), executor, base.processor, "ort-device", 1)
+    return base, Pipeline.load(folder, "ort-cuda", threads=1, device=device)
 
 
 @pytest.mark.parametrize("keep", [10, None])
@@ -31,12 +27,13 @@ def test_device_executor_on_cpu_matches_the_host_executor(exports, scene_image, 
         assert b.token_ids == a.token_ids
         assert b.kept_indices == a.kept_indices
     # Buffers are allocated once and reused: the same tensor objects serve the next request.
+    assert device.backend.name == "ort-cuda" and device.backend.device.type == "cpu"
     state = device._states.get()
-    ptrs = [k.data_ptr() for k in state["keys"]]
+    ptrs = [k.data_ptr() for k in state.cache.keys]
     device._states.put(state)
     device.generate(scene_image, "w5", max_new_tokens=4)
     state = device._states.get()
-    assert [k.data_ptr() for k in state["keys"]] == ptrs
+    assert [k.data_ptr() for k in state.cache.keys] == ptrs
     device._states.put(state)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from topv.models.factory import LlavaShape
+from topv.testing.llava import LlavaShape
 from topv.runtime.cli import main as run_main
 
 SHAPE = LlavaShape(num_kv_heads=2, image_size=84, initializer_range=0.2)

@@ -47,3 +47,40 @@ def keep_value(text: str) -> int | None:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"--keep takes a number of visual tokens or 'all', got {text!r}") from None
+
+
+def seed_value(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a seed, an integer >= 0; got {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"expected a seed, an integer in 0..2**63-1; got {value}")
+    return value
+
+
+def device_value(text: str) -> str:
+    """``cpu``, ``cuda`` or ``cuda:N`` (availability is checked by the backend that uses it)."""
+    value = text.strip().lower()
+    if value in ("cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
+        return value
+    raise argparse.ArgumentTypeError(f"expected a device: cpu, cuda or cuda:N; got {text!r}")
+
+
+def topv_config(text: str | None):
+    """``--config``: TopV hyperparameters as a JSON file or an inline JSON object."""
+    import json
+    from pathlib import Path
+
+    from topv.errors import ConfigError
+    from topv.pruning.config import TopVConfig
+
+    if not text:
+        return TopVConfig()
+    try:
+        data = json.loads(Path(text).read_text()) if Path(text).is_file() else json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--config must be a JSON file or a JSON object; could not parse it: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config must be a JSON object of TopVConfig fields; got {type(data).__name__}.")
+    return TopVConfig.from_dict(data)

@@ -131,7 +131,7 @@ def graph_precision(graph: str, precision: str, strongly_typed: bool) -> str:
     return precision
 
 
-def plan_build(folder: str | Path, manifest: dict[str, Any], options: BuildOptions) -> BuildPlan:
+def plan_build(folder: str | Path, manifest: Any, options: BuildOptions) -> BuildPlan:
     """Decide precisions, profiles and output files; refuse to overwrite without ``force``.
 
     Raises:
@@ -139,11 +139,14 @@ def plan_build(folder: str | Path, manifest: dict[str, Any], options: BuildOptio
         ConfigError / ArtifactError: bad options or an inconsistent manifest.
     """
     folder = Path(folder)
-    precision, strongly_typed = resolve_precision(manifest.get("dtype", "fp32"), options.precision)
+    if manifest.quantization:
+        raise ConfigError("This folder holds int8 (MatMulInteger) graphs for ONNX Runtime's CPU provider; TensorRT does not "
+                          "build them. Export without --quantize (fp32 or fp16) for TensorRT.")
+    precision, strongly_typed = resolve_precision(manifest.dtype, options.precision)
     profiles = derive_profiles(manifest, options.opt_prompt_tokens)
     plan = BuildPlan(folder, precision, strongly_typed)
-    for graph, entry in manifest["graphs"].items():
-        onnx = folder / entry["file"]
+    for graph, entry in manifest.graphs.items():
+        onnx = folder / entry.file
         plan.graphs.append(
             GraphPlan(graph, onnx, onnx.with_suffix(".engine"), graph_precision(graph, precision, strongly_typed), profiles[graph])
         )
@@ -242,37 +245,36 @@ def _configure(trt: Any, builder: Any, config: Any, plan: GraphPlan, options: Bu
 
 
 def _build_one(trt: Any, builder: Any, logger: Any, plan: GraphPlan, options: BuildOptions, strongly_typed: bool,
-               cache_holder: dict[str, Any], sampler_factory: Any) -> tuple[bytes, float, Any]:
+               cache_holder: dict[str, Any]) -> tuple[bytes, float]:
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
     logger.errors.clear()
-    with sampler_factory() as sampler:
-        t0 = time.perf_counter()
-        network = builder.create_network(flags)
-        parser = trt.OnnxParser(network, logger)
-        if not parser.parse_from_file(str(plan.onnx)):
-            errors = parser_errors(parser) or logger.errors[-10:] or ["(the parser reported no details)"]
-            raise EngineBuildError(
-                f"TensorRT {trt.__version__}'s ONNX parser could not parse {plan.onnx} ({len(errors)} error(s)):\n  "
-                + "\n  ".join(errors)
-                + "\nRun `topv-check OUT_DIR --target tensorrt` for a static report of the graphs."
-            )
-        _check_network_inputs(network, plan)
-        config = builder.create_builder_config()
-        if cache_holder.get("cache") is None and cache_holder.get("wanted"):
-            cache_holder["cache"] = _load_timing_cache(config, cache_holder.get("path"))
-        _configure(trt, builder, config, plan, options, strongly_typed, cache_holder.get("cache"))
-        serialized = builder.build_serialized_network(network, config)
-        if serialized is None:
-            detail = "\n  ".join(logger.errors[-10:]) or "(no error was logged)"
-            raise EngineBuildError(
-                f"TensorRT {trt.__version__} could not build an engine for {plan.onnx.name} ({plan.precision}):\n  {detail}\n"
-                "Out of memory? Lower --workspace, close other GPU processes, or build with --opt-level 1 (see "
-                "docs/tensorrt.md, Jetson notes)."
-            )
-        data = _host_bytes(serialized)
-        seconds = time.perf_counter() - t0
-        del serialized, config, parser, network
-    return data, seconds, sampler.peaks
+    t0 = time.perf_counter()
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(plan.onnx)):
+        errors = parser_errors(parser) or logger.errors[-10:] or ["(the parser reported no details)"]
+        raise EngineBuildError(
+            f"TensorRT {trt.__version__}'s ONNX parser could not parse {plan.onnx} ({len(errors)} error(s)):\n  "
+            + "\n  ".join(errors)
+            + "\nRun `topv-check OUT_DIR --target tensorrt` for a static report of the graphs."
+        )
+    _check_network_inputs(network, plan)
+    config = builder.create_builder_config()
+    if cache_holder.get("cache") is None and cache_holder.get("wanted"):
+        cache_holder["cache"] = _load_timing_cache(config, cache_holder.get("path"))
+    _configure(trt, builder, config, plan, options, strongly_typed, cache_holder.get("cache"))
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        detail = "\n  ".join(logger.errors[-10:]) or "(no error was logged)"
+        raise EngineBuildError(
+            f"TensorRT {trt.__version__} could not build an engine for {plan.onnx.name} ({plan.precision}):\n  {detail}\n"
+            "Out of memory? Lower --workspace, close other GPU processes, or build with --opt-level 1 (see "
+            "docs/tensorrt.md, Jetson notes)."
+        )
+    data = _host_bytes(serialized)
+    seconds = time.perf_counter() - t0
+    del serialized, config, parser, network
+    return data, seconds
 
 
 def _load_timing_cache(config: Any, path: Path | None) -> Any:
@@ -298,19 +300,20 @@ def build_engines(folder: str | Path, options: BuildOptions | None = None) -> En
     """
     from topv.engines import device as devmod
     from topv.engines.trt_import import import_tensorrt
-    from topv.manifest import read_manifest, verify_files
+    from topv.artifact.manifest import read_manifest, verify_folder
 
     options = options or BuildOptions()
     folder = Path(folder)
     trt = import_tensorrt()
     manifest = read_manifest(folder)
     plan = plan_build(folder, manifest, options)
-    verify_files(folder, manifest, checksums=options.verify_checksums)
+    verify_folder(folder, manifest, checksums=options.verify_checksums)
     if options.static_check:
-        _static_check(folder, trt.__version__)
+        _static_check(folder)
+    from topv.memory import PeakSampler, device_used_probe, host_rss, max_rss_bytes
+
     gpu: GpuInfo = devmod.detect_gpu(options.device)
-    host_reader, host_method = devmod.host_rss_reader()
-    device_reader, device_method = devmod.device_meminfo_reader(options.device)
+    device_reader, device_method = device_used_probe(options.device)
     log.info("building %d engine(s) for %s with TensorRT %s on %s (compute capability %s), precision %s%s",
              len(plan.graphs), folder, trt.__version__, gpu.name, gpu.compute_capability, plan.precision,
              " (strongly typed)" if plan.strongly_typed else "")
@@ -321,24 +324,26 @@ def build_engines(folder: str | Path, options: BuildOptions | None = None) -> En
     cache_holder: dict[str, Any] = {"wanted": cache_path is not None, "path": cache_path, "cache": None}
     temps: dict[Path, Path] = {}
     records: dict[str, EngineRecord] = {}
-    overall = devmod.MemoryPeaks()
+    overall = {"host_rss_bytes": None, "device_used_bytes": None, "device_baseline_bytes": None}
     t_start = time.perf_counter()
     try:
         for gp in plan.graphs:
             log.info("building %s (%s%s)", gp.graph, gp.precision, ", dynamic profile" if gp.profile.dynamic else "")
-            data, seconds, peaks = _build_one(
-                trt, builder, logger, gp, options, plan.strongly_typed, cache_holder,
-                lambda: devmod.MemorySampler(host_reader, device_reader),
-            )
+            host, device = PeakSampler(host_rss, 0.05), PeakSampler(device_reader, 0.05)
+            with host, device:
+                data, seconds = _build_one(trt, builder, logger, gp, options, plan.strongly_typed, cache_holder)
             tmp = gp.engine.with_name(f".{gp.engine.name}.tmp-{os.getpid()}")
             tmp.write_bytes(data)
             temps[gp.engine] = tmp
             records[gp.graph] = EngineRecord(
                 file=gp.engine.name, onnx=gp.onnx.name, precision=gp.precision, profile=gp.profile.to_json(),
                 build_seconds=round(seconds, 3), bytes=len(data), sha256=hashlib.sha256(data).hexdigest(),
-                peak_host_rss_bytes=peaks.host_rss_bytes, peak_device_used_bytes=peaks.device_used_bytes,
+                peak_host_rss_bytes=host.peak, peak_device_used_bytes=device.peak,
             )
-            _merge_peaks(overall, peaks)
+            for key, value in (("host_rss_bytes", host.peak), ("device_used_bytes", device.peak)):
+                overall[key] = max(v for v in (overall[key], value) if v is not None) if value is not None else overall[key]
+            if overall["device_baseline_bytes"] is None:
+                overall["device_baseline_bytes"] = device.baseline
             log.info("  %s: %.1f s, %.1f MiB", gp.graph, seconds, len(data) / 2**20)
             del data
         # Every engine built: replace the old ones, then describe them.
@@ -362,39 +367,19 @@ def build_engines(folder: str | Path, options: BuildOptions | None = None) -> En
         precision=plan.precision,
         strongly_typed=plan.strongly_typed,
         engines=records,
-        export={
-            "dtype": manifest.get("dtype"),
-            "opset": manifest.get("opset"),
-            "format": manifest.get("format"),
-            "files": export_fingerprint(manifest),
-        },
+        export={"dtype": manifest.dtype, "opset": manifest.opset, "format": manifest.format, "files": export_fingerprint(manifest)},
         workspace_bytes=options.workspace_bytes,
         builder_optimization_level=options.optimization_level,
         timing_cache=str(cache_path) if cache_path else None,
-        peak_memory={
-            "host_rss_bytes": overall.host_rss_bytes,
-            "host_max_rss_bytes": devmod.max_rss_bytes(),
-            "host_method": host_method,
-            "device_used_bytes": overall.device_used_bytes,
-            "device_baseline_bytes": overall.device_baseline_bytes,
-            "device_method": device_method + (", sampled every 50 ms" if device_reader else ""),
-        },
+        peak_memory={**overall, "host_max_rss_bytes": max_rss_bytes(), "host_method": "process RSS, sampled every 50 ms",
+                     "device_method": device_method + (", sampled every 50 ms" if device_reader else "")},
         total_build_seconds=round(time.perf_counter() - t_start, 3),
     )
     write_engine_manifest(folder, result)
     return result
 
 
-def _merge_peaks(total: Any, peaks: Any) -> None:
-    for attr in ("host_rss_bytes", "device_used_bytes"):
-        value = getattr(peaks, attr)
-        if value is not None and (getattr(total, attr) is None or value > getattr(total, attr)):
-            setattr(total, attr, value)
-    if total.device_baseline_bytes is None:
-        total.device_baseline_bytes = peaks.device_baseline_bytes
-
-
-def _static_check(folder: Path, trt_version: str) -> None:
+def _static_check(folder: Path) -> None:
     import importlib.util
 
     if importlib.util.find_spec("onnx") is None:
@@ -402,10 +387,7 @@ def _static_check(folder: Path, trt_version: str) -> None:
         return
     from topv.engines.check import check_folder
 
-    version = trt_version if str(trt_version).startswith("10.") else None
-    report = check_folder(folder, trt_version=version)
+    report = check_folder(folder)
     if not report.ok:
-        raise EngineBuildError(
-            "The static check found graphs TensorRT will not build (pass --no-check to try anyway):\n"
-            + report.format_text(verbose=False)
-        )
+        raise EngineBuildError("The static check found graphs TensorRT will not build (pass --no-check to try anyway):\n"
+                               + report.format_text())

@@ -37,7 +37,7 @@ from typing import Any
 
 from topv._version import __version__
 from topv.errors import ArtifactError, IncompatibleArtifactError
-from topv.manifest import check_file
+from topv.artifact.files import FileRecord, check_file, inside
 
 ENGINE_MANIFEST_NAME = "engines.json"
 ENGINE_FORMAT = 1
@@ -229,17 +229,15 @@ def check_compatible(manifest: EngineManifest, *, tensorrt_version: str, gpu: Gp
         )
 
 
-def export_fingerprint(export_manifest: dict[str, Any], graphs: list[str] | None = None) -> dict[str, str]:
+def export_fingerprint(export_manifest: Any) -> dict[str, str]:
     """SHA-256 (from ``manifest.json``) of the ONNX files and the shared weights the engines were built from."""
-    files = export_manifest["files"]
-    names = [export_manifest["graphs"][g]["file"] for g in (graphs or list(export_manifest["graphs"]))]
-    weights = (export_manifest.get("weights") or {}).get("file")
-    if weights:
-        names.append(weights)
-    return {name: files[name]["sha256"] for name in names if name in files}
+    names = [g.file for g in export_manifest.graphs.values()]
+    if export_manifest.weights.get("file"):
+        names.append(export_manifest.weights["file"])
+    return {name: export_manifest.files[name].sha256 for name in names if name in export_manifest.files}
 
 
-def check_matches_export(manifest: EngineManifest, export_manifest: dict[str, Any], folder: str | Path = "OUT_DIR") -> None:
+def check_matches_export(manifest: EngineManifest, export_manifest: Any, folder: str | Path = "OUT_DIR") -> None:
     """Refuse engines built from other graphs or weights than the folder now holds (a re-export after the build).
 
     Raises:
@@ -248,7 +246,7 @@ def check_matches_export(manifest: EngineManifest, export_manifest: dict[str, An
     built = manifest.export.get("files", {})
     now = export_fingerprint(export_manifest)
     changed = sorted(name for name, digest in now.items() if built.get(name) != digest)
-    missing = sorted(g for g in export_manifest["graphs"] if g not in manifest.engines)
+    missing = sorted(g for g in export_manifest.graphs if g not in manifest.engines)
     if changed or missing:
         what = []
         if changed:
@@ -271,5 +269,5 @@ def verify_engine_files(folder: str | Path, manifest: EngineManifest, *, checksu
     folder = Path(folder)
     hint = REBUILD_HINT.replace("OUT_DIR", str(folder))
     for graph, rec in manifest.engines.items():
-        check_file(folder / rec.file, rec.bytes, rec.sha256, what=f"the {graph} engine {rec.file}",
-                   hint=hint, checksums=checksums)
+        check_file(inside(folder, rec.file, f"the {graph} engine"), FileRecord(rec.sha256, rec.bytes),
+                   what=f"the {graph} engine {rec.file}", hint=hint, checksum=checksums)

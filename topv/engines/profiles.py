@@ -1,6 +1,6 @@
 """TensorRT optimization profiles derived from an export's manifest (plain functions, no TensorRT).
 
-The manifest declares every dynamic axis by name with its range (``static_shapes.axes``): ``sequence``
+The manifest declares every dynamic axis by name with its range (``StaticShapes.axes``): ``sequence``
 (prompt tokens S, visual tokens included) and ``kept_sequence`` (S' = S - N + k after pruning). Every
 other dimension is fixed at export time. So:
 
@@ -16,10 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from topv.artifact.manifest import Manifest
+from topv.artifact.names import KEPT_SEQUENCE, SEQUENCE
 from topv.errors import ArtifactError, ConfigError
-
-SEQUENCE = "sequence"
-KEPT_SEQUENCE = "kept_sequence"
 
 
 @dataclass(frozen=True)
@@ -58,9 +57,6 @@ class ShapeRange:
     def from_json(cls, data: dict[str, list[int]]) -> "ShapeRange":
         return cls(tuple(data["min"]), tuple(data["opt"]), tuple(data["max"]))
 
-    def contains(self, shape: tuple[int, ...]) -> bool:
-        return len(shape) == len(self.min) and all(lo <= d <= hi for lo, d, hi in zip(self.min, shape, self.max))
-
 
 @dataclass(frozen=True)
 class GraphProfile:
@@ -90,95 +86,55 @@ class GraphProfile:
         )
 
 
-def _declared(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    axes = manifest.get("static_shapes", {}).get("axes")
-    if not isinstance(axes, dict) or not axes:
-        raise ArtifactError(
-            "manifest.json declares no symbolic axes (static_shapes.axes); the folder is damaged or from an older "
-            "topv. Re-export it."
-        )
-    return axes
-
-
-def axis_ranges(manifest: dict[str, Any], opt_prompt_tokens: int | None = None) -> dict[str, AxisRange]:
+def axis_ranges(manifest: Manifest, opt_prompt_tokens: int | None = None) -> dict[str, AxisRange]:
     """The min/opt/max of every declared axis.
 
     ``sequence``'s ``opt`` defaults to the middle of [visual tokens, max prompt] (a prompt with the image and
     about half the text budget); ``kept_sequence``'s ``opt`` is its image S - N + k.
 
     Raises:
-        ArtifactError: the manifest's axes are missing or inconsistent with its pruning section.
         ConfigError: ``opt_prompt_tokens`` is outside the ``sequence`` range.
     """
-    declared = _declared(manifest)
-    spec = manifest["model"]["spec"]
-    num_visual = int(spec["num_visual_tokens"])
-    kept_visual = int(manifest["pruning"].get("kept_visual_tokens") or num_visual)
-    shift = kept_visual - num_visual  # S' = S + shift
-    out: dict[str, AxisRange] = {}
-    seq = declared.get(SEQUENCE)
-    seq_opt = None
-    if seq is not None:
-        lo, hi = int(seq["min"]), int(seq["max"])
-        if opt_prompt_tokens is not None:
-            if not lo <= opt_prompt_tokens <= hi:
-                raise ConfigError(
-                    f"--opt-prompt-tokens {opt_prompt_tokens} is outside this export's prompt range {lo}..{hi}."
-                )
-            seq_opt = opt_prompt_tokens
-        else:
-            seq_opt = min(hi, max(lo, num_visual + (hi - num_visual) // 2))
-        out[SEQUENCE] = AxisRange(SEQUENCE, lo, seq_opt, hi)
-    kept = declared.get(KEPT_SEQUENCE)
-    if kept is not None:
-        lo, hi = int(kept["min"]), int(kept["max"])
-        if seq is not None and hi != int(seq["max"]) + shift:
-            raise ArtifactError(
-                f"manifest.json declares kept_sequence up to {hi} but sequence up to {seq['max']} with {num_visual} "
-                f"visual tokens of which {kept_visual} are kept (expected {int(seq['max']) + shift}); the manifest is "
-                "inconsistent. Re-export the model."
-            )
-        opt = hi if seq_opt is None else min(hi, max(lo, seq_opt + shift))
-        out[KEPT_SEQUENCE] = AxisRange(KEPT_SEQUENCE, lo, opt, hi)
-    for name, rng in declared.items():
-        if name not in out:
-            lo, hi = int(rng["min"]), int(rng["max"])
-            out[name] = AxisRange(name, lo, hi, hi)
-    return out
+    shapes = manifest.shapes
+    declared = shapes.axes()
+    lo, hi = declared[SEQUENCE]
+    if opt_prompt_tokens is not None and not lo <= opt_prompt_tokens <= hi:
+        raise ConfigError(f"--opt-prompt-tokens {opt_prompt_tokens} is outside this export's prompt range {lo}..{hi}.")
+    opt = opt_prompt_tokens if opt_prompt_tokens is not None else min(hi, max(lo, shapes.num_visual_tokens + (hi - shapes.num_visual_tokens) // 2))
+    kept_lo, kept_hi = declared[KEPT_SEQUENCE]
+    return {SEQUENCE: AxisRange(SEQUENCE, lo, opt, hi),
+            KEPT_SEQUENCE: AxisRange(KEPT_SEQUENCE, kept_lo, min(kept_hi, max(kept_lo, shapes.kept_length(opt))), kept_hi)}
 
 
-def graph_profile(manifest: dict[str, Any], graph: str, ranges: dict[str, AxisRange]) -> GraphProfile:
+def graph_profile(manifest: Manifest, graph: str, ranges: dict[str, AxisRange]) -> GraphProfile:
     """Shapes of one graph's inputs; every symbolic dimension must be a declared axis.
 
     Raises:
         ArtifactError: the graph is not in the manifest, or an input has an undeclared dynamic dimension.
     """
-    entry = manifest["graphs"].get(graph)
-    if entry is None:
-        raise ArtifactError(f"The manifest has no {graph!r} graph; the folder is damaged. Re-export it.")
     inputs: dict[str, ShapeRange] = {}
     used: list[str] = []
-    for tensor in entry["inputs"]:
+    for tensor in manifest.graph(graph).inputs:
         lo, opt, hi = [], [], []
-        for i, dim in enumerate(tensor["shape"]):
+        for i, dim in enumerate(tensor.shape):
             if isinstance(dim, int) and not isinstance(dim, bool) and dim > 0:
                 lo.append(dim), opt.append(dim), hi.append(dim)
                 continue
             rng = ranges.get(dim) if isinstance(dim, str) else None
             if rng is None:
                 raise ArtifactError(
-                    f"input {tensor['name']!r} of {graph} has dimension {i} = {dim!r}, which is neither fixed nor one of "
+                    f"input {tensor.name!r} of {graph} has dimension {i} = {dim!r}, which is neither fixed nor one of "
                     f"the declared axes ({', '.join(sorted(ranges))}); TensorRT needs a range for every dynamic "
                     "dimension. Run `topv-check OUT_DIR --target tensorrt` and re-export the model."
                 )
             lo.append(rng.min), opt.append(rng.opt), hi.append(rng.max)
             if rng.name not in used:
                 used.append(rng.name)
-        inputs[tensor["name"]] = ShapeRange(tuple(lo), tuple(opt), tuple(hi))
+        inputs[tensor.name] = ShapeRange(tuple(lo), tuple(opt), tuple(hi))
     return GraphProfile(graph, inputs, tuple(used))
 
 
-def derive_profiles(manifest: dict[str, Any], opt_prompt_tokens: int | None = None) -> dict[str, GraphProfile]:
+def derive_profiles(manifest: Manifest, opt_prompt_tokens: int | None = None) -> dict[str, GraphProfile]:
     """One :class:`GraphProfile` per graph in the manifest, in the manifest's order."""
     ranges = axis_ranges(manifest, opt_prompt_tokens)
-    return {graph: graph_profile(manifest, graph, ranges) for graph in manifest["graphs"]}
+    return {graph: graph_profile(manifest, graph, ranges) for graph in manifest.graphs}

@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from topv.cli import positive_int, run_cli, setup_logging
+from topv.cli import positive_int, run_cli, seed_value, setup_logging, topv_config
 
 
 def _ints(text: str) -> list[int]:
@@ -26,7 +26,7 @@ def _ints(text: str) -> list[int]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="topv-eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model_dir", help="Hugging Face LLaVA checkpoint folder")
+    p.add_argument("model_dir", help="Hugging Face checkpoint folder (LLaVA or Qwen2-VL)")
     p.add_argument("--data", required=True, help="JSON-lines file of {image, question, answer}")
     p.add_argument("--methods", default="topv,fastv,random,uniform,none", help="comma list (default: all five)")
     p.add_argument("--keep", type=_ints, default=None, help="keep budgets (default: 1/3, 2/9, 1/9 of the visual tokens)")
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, metavar="JSON", help="TopV hyperparameters (JSON file or inline object)")
     p.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N examples")
     p.add_argument("--max-new-tokens", type=positive_int, default=8)
-    p.add_argument("--seed", type=int, default=0, help="seed of the random method")
+    p.add_argument("--seed", type=seed_value, default=0, help="seed of the random method")
     p.add_argument("--threads", type=positive_int, default=None)
     p.add_argument("--work-dir", default="artifacts/eval", help="exports for --backend ort-cpu")
     p.add_argument("--json", dest="json_path", default=None, metavar="FILE")
@@ -49,15 +49,21 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
 
     def body() -> int:
+        from topv.cli.outputs import check_output_file, json_is_ours, png_is_ours, predictions_are_ours, write_json
         from topv.evaluation.run import EvalOptions, run_eval
-        from topv.export.cli import _topv_config
+
+        inputs = [args.data, args.model_dir]
+        json_path = args.json_path and check_output_file(args.json_path, inputs=inputs, ours=json_is_ours, what="--json")
+        plot_path = args.plot and check_output_file(args.plot, inputs=inputs, ours=png_is_ours, what="--plot", suffixes=(".png",))
+        if args.predictions:
+            check_output_file(args.predictions, inputs=inputs, ours=predictions_are_ours, what="--predictions")
 
         options = EvalOptions(
             methods=[m.strip() for m in args.methods.split(",") if m.strip()],
             keeps=args.keep,
             layer=args.layer,
             backend=args.backend,
-            config=_topv_config(args.config),
+            config=topv_config(args.config),
             limit=args.limit,
             max_new_tokens=args.max_new_tokens,
             seed=args.seed,
@@ -69,14 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         from topv.evaluation.evaluate import plot, table
 
         print(table(result))
-        if args.json_path:
-            import json
-
-            Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json_path).write_text(json.dumps(result, indent=2) + "\n")
-            print(f"json: {args.json_path}")
-        if args.plot:
-            print(f"plot: {plot(result, args.plot)}")
+        if json_path:
+            print(f"json: {write_json(json_path, result)}")
+        if plot_path:
+            print(f"plot: {plot(result, plot_path)}")
         return 0
 
     return run_cli(body)

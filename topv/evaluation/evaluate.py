@@ -101,26 +101,28 @@ def evaluate_torch(
     """Accuracy of every (method, keep) on ``examples`` with the PyTorch reference pipeline."""
     import torch
 
-    from topv.data.answers import answers_match
-    from topv.generation.sampling import SamplingConfig, TokenSampler, stop_ids
-    from topv.inputs import encode
+    from topv.evaluation.answers import answers_match
     from topv.reference.generate import decode_tokens
+    from topv.reference.loading import model_family
     from topv.reference.pipeline import ReferencePipeline
+    from topv.sampling import SamplingConfig, TokenSampler, stop_ids
 
     configs = configurations(methods, keeps)
     pipes = {(m, k): ReferencePipeline(model, layer=layer, keep=k, method=m, config=config, seed=seed) for m, k in configs}
     cells = {key: Cell(*key) for key in configs}
     stops = stop_ids(getattr(model.generation_config, "eos_token_id", None))
-    tokenizer = getattr(processor, "tokenizer", processor)
+    processor = model_family(model).wrap_processor(processor)
+    tokenizer = processor.tokenizer
     any_pipe = next(iter(pipes.values()))
     t0 = time.perf_counter()
     with torch.no_grad():
         for index, ex in enumerate(examples):
-            inputs = encode(processor, ex.image, ex.question)
-            features = any_pipe.image_features(inputs["pixel_values"])
+            inputs = processor.encode(ex.image, ex.question)
+            features = any_pipe.image_features(inputs)
+            ids = torch.from_numpy(inputs["input_ids"])
             for key, pipe in pipes.items():
                 pipe.seed = seed + index
-                state = pipe.prefill(inputs["input_ids"], image_features=features)
+                state = pipe.prefill(ids, image_features=features)
                 tokens = list(decode_tokens(pipe, state, max_new_tokens, TokenSampler(SamplingConfig()), stops))
                 pred = tokenizer.decode(tokens, skip_special_tokens=True)
                 ok = answers_match(pred, ex.answer)
@@ -227,6 +229,8 @@ def plot(result: dict[str, Any], path: str | Path) -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    from topv.cli.outputs import save_figure
+
+    save_figure(fig, path)
     plt.close(fig)
     return path

@@ -36,43 +36,41 @@ def default_keeps(num_grid_tokens: int) -> list[int]:
 
 def run_eval(model_dir: str | Path, data: str | Path, options: EvalOptions) -> dict[str, Any]:
     from topv.evaluation.evaluate import configurations, evaluate_torch, load_jsonl, report
-    from topv.models.spec import model_spec
-    from topv.reference.loading import read_model_config
+    from topv.families import family_for_config, read_model_config
     from topv.versions import library_versions
 
     model_dir = Path(model_dir)
-    spec = model_spec(read_model_config(model_dir))
+    raw = read_model_config(model_dir)
+    family = family_for_config(raw)
+    spec = family.spec(raw, family.default_image_hw(raw, model_dir))
     spec.check_layer(options.layer)
     keeps = options.keeps or default_keeps(spec.num_grid_tokens)
     examples = load_jsonl(data, options.limit)
     configurations(options.methods, keeps)  # validates the method names
     log.info("evaluating %s on %d examples: methods %s, keeps %s, layer %d, backend %s", model_dir, len(examples),
              ",".join(options.methods), keeps, options.layer, options.backend)
-    sink = None
-    if options.predictions:
-        Path(options.predictions).parent.mkdir(parents=True, exist_ok=True)
-        sink = open(options.predictions, "w")
+    predictions: list[dict[str, Any]] = []
+    write = predictions.append if options.predictions else None
     t0 = time.perf_counter()
-    try:
-        write = (lambda rec: sink.write(json.dumps(rec) + "\n")) if sink else None
-        if options.backend == "torch":
-            import torch
+    if options.backend == "torch":
+        import torch
 
-            from topv.reference.loading import load_model
+        from topv.reference.loading import load_model
 
-            if options.threads:
-                torch.set_num_threads(options.threads)
-            model, processor = load_model(model_dir)
-            cells = evaluate_torch(model, processor, examples, methods=options.methods, keeps=keeps, layer=options.layer,
-                                   config=options.config, max_new_tokens=options.max_new_tokens, seed=options.seed,
-                                   on_prediction=write)
-        elif options.backend == "ort-cpu":
-            cells = _evaluate_exported(model_dir, examples, keeps, options, write)
-        else:
-            raise InputError(f"topv-eval backends are torch and ort-cpu; got {options.backend!r}.")
-    finally:
-        if sink:
-            sink.close()
+        if options.threads:
+            torch.set_num_threads(options.threads)
+        model, processor = load_model(model_dir)
+        cells = evaluate_torch(model, processor, examples, methods=options.methods, keeps=keeps, layer=options.layer,
+                               config=options.config, max_new_tokens=options.max_new_tokens, seed=options.seed,
+                               on_prediction=write)
+    elif options.backend == "ort-cpu":
+        cells = _evaluate_exported(model_dir, examples, keeps, options, write)
+    else:
+        raise InputError(f"topv-eval backends are torch and ort-cpu; got {options.backend!r}.")
+    if options.predictions:
+        from topv.cli.outputs import atomic_write
+
+        atomic_write(Path(options.predictions), "".join(json.dumps(p) + "\n" for p in predictions).encode())
     result = report(cells, spec.num_grid_tokens)
     result["meta"] = {
         "model": str(model_dir),
@@ -93,9 +91,10 @@ def run_eval(model_dir: str | Path, data: str | Path, options: EvalOptions) -> d
 
 
 def _evaluate_exported(model_dir: Path, examples, keeps, options: EvalOptions, write):
-    from topv.data.answers import answers_match
+    from topv.evaluation.answers import answers_match
     from topv.evaluation.evaluate import Cell
-    from topv.export.exporter import ExportOptions, export_model
+    from topv.export.cache import cached_export
+    from topv.export.exporter import ExportOptions
     from topv.runtime.pipeline import Pipeline
 
     unsupported = [m for m in options.methods if m not in ("topv", "none")]
@@ -107,9 +106,8 @@ def _evaluate_exported(model_dir: Path, examples, keeps, options: EvalOptions, w
     cells = []
     plan = ([("none", None)] if "none" in options.methods else []) + [("topv", k) for k in keeps if "topv" in options.methods]
     for method, keep in plan:
-        out = options.work_dir / f"{model_dir.name}-k{keep if keep is not None else 'all'}-L{options.layer}"
-        export_model(model_dir, out, ExportOptions(keep=keep, layer=options.layer, config=options.config,
-                                                  max_new_tokens=options.max_new_tokens, force=True, threads=options.threads))
+        out = cached_export(model_dir, options.work_dir, ExportOptions(
+            keep=keep, layer=options.layer, config=options.config, max_new_tokens=options.max_new_tokens, threads=options.threads))
         pipe = Pipeline.load(out, threads=options.threads)
         cell = Cell(method, keep)
         for index, ex in enumerate(examples):

@@ -1,4 +1,4 @@
-"""topv-export MODEL_DIR OUT_DIR: split a Hugging Face LLaVA checkpoint into ONNX graphs with TopV pruning inside.
+"""topv-export MODEL_DIR OUT_DIR: split a Hugging Face VLM checkpoint into ONNX graphs with TopV pruning inside.
 
 Writes vision, prefill (layers 0..K), the pruning graph (cost, Sinkhorn, selection, gather; static keep
 count), prefill (layers K+1..), and a decode step over a static KV cache sized for the pruned length,
@@ -11,17 +11,20 @@ from __future__ import annotations
 import argparse
 import sys
 
-from topv.cli import keep_value, positive_int, run_cli, setup_logging
+from topv.cli import device_value, keep_value, positive_int, run_cli, setup_logging, topv_config
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="topv-export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model_dir", help="Hugging Face LLaVA checkpoint folder (config.json, weights, processor files)")
-    p.add_argument("out_dir", help="output folder (written atomically; never overwritten without --force)")
+    p.add_argument("model_dir", help="Hugging Face checkpoint folder (config.json, weights, processor files): LLaVA or Qwen2-VL")
+    p.add_argument("out_dir", help="output folder (written atomically; only a topv export is ever replaced, with --force)")
     p.add_argument("--keep", type=keep_value, default=None, metavar="N|all",
                    help="visual tokens to keep after the pruning layer (default: all, no pruning)")
     p.add_argument("--layer", type=int, default=2, metavar="K",
-                   help="pruning layer, 0-indexed: layers 0..K see all tokens (default: 2)")
+                   help="pruning layer, 0-indexed: layers 0..K see all tokens (default: 2; ignored without pruning)")
+    p.add_argument("--image-size", type=image_size, default=None, metavar="HxW",
+                   help="input resolution for models whose visual token count depends on it (Qwen2-VL; multiples of 28); "
+                        "default: the checkpoint processor's")
     p.add_argument("--max-prompt-tokens", type=positive_int, default=None, metavar="P",
                    help="longest prompt incl. visual tokens; fixes the static KV cache (default: visual tokens + 64)")
     p.add_argument("--max-new-tokens", type=positive_int, default=32, metavar="M",
@@ -37,26 +40,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validate-tokens", type=int, default=8, metavar="N",
                    help="greedy tokens compared with the PyTorch reference (0: skip; default: 8)")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for validation")
-    p.add_argument("--device", default="cpu", help="trace and validate on cpu (default) or cuda[:i]")
-    p.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists")
+    p.add_argument("--device", type=device_value, default="cpu", help="trace and validate on cpu (default) or cuda[:i]")
+    p.add_argument("--force", action="store_true", help="replace OUT_DIR if it is a topv export")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     return p
 
 
-def _topv_config(text: str | None):
-    import json
-    from pathlib import Path
-
-    from topv.errors import ConfigError
-    from topv.pruning.config import TopVConfig
-
-    if not text:
-        return TopVConfig()
+def image_size(text: str) -> tuple[int, int]:
+    """``--image-size HxW`` (or a single number for a square)."""
+    parts = text.lower().replace("*", "x").split("x")
     try:
-        data = json.loads(Path(text).read_text()) if Path(text).is_file() else json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"--config must be a JSON file or a JSON object; could not parse it: {exc}") from exc
-    return TopVConfig.from_dict(data)
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW in pixels, e.g. 448x644; got {text!r}") from None
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected HxW with two positive numbers of pixels; got {text!r}")
+    return values
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             max_new_tokens=args.max_new_tokens,
             dtype=args.dtype,
             opset=args.opset,
-            config=_topv_config(args.config),
+            config=topv_config(args.config),
             force=args.force,
             validate_tokens=args.validate_tokens,
             sample_image=args.sample_image,
@@ -81,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             threads=args.threads,
             device=args.device,
             quantize=args.quantize,
+            image_size=args.image_size,
         )
         out = export_model(args.model_dir, args.out_dir, options)
         print(out)

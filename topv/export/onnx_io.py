@@ -4,27 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from topv.errors import ExportError
 
 log = logging.getLogger("topv.export")
 
+if TYPE_CHECKING:  # pragma: no cover
+    from topv.artifact.manifest import GraphInfo
+
 WEIGHTS_FILE = "weights.bin"
 _EXTERNAL_MIN_BYTES = 1024  # smaller tensors stay inside the graph
 _ALIGN = 4096  # page-aligned offsets let ONNX Runtime memory-map shared weights
-
-
-@dataclass
-class GraphIO:
-    """A graph's interface: names and shapes (ints, or symbolic axis names) and dtypes."""
-
-    inputs: list[dict[str, Any]] = field(default_factory=list)
-    outputs: list[dict[str, Any]] = field(default_factory=list)
 
 
 def export_module(
@@ -110,6 +103,25 @@ def share_weights(models: dict[str, Any], folder: Path, weights_name: str = WEIG
     return {"initializer_bytes": total, "stored_bytes": stored}
 
 
+def set_io_shapes(model: Any, shapes: dict[str, tuple[int | str, ...]]) -> None:
+    """Declare every graph input's and output's shape: fixed sizes, and the named dynamic axes.
+
+    The exporter's own guesses name some fixed dimensions symbolically (``Addhidden_states_dim_0``);
+    the runtime sizes its buffers from these declarations, and the checker verifies them.
+    """
+    for value in list(model.graph.input) + list(model.graph.output):
+        if value.name not in shapes:
+            raise ExportError(f"graph {model.graph.name!r}: no declared shape for {value.name!r} (a topv bug)")
+        dims = value.type.tensor_type.shape.dim
+        del dims[:]
+        for d in shapes[value.name]:
+            dim = dims.add()
+            if isinstance(d, str):
+                dim.dim_param = d
+            else:
+                dim.dim_value = int(d)
+
+
 def load_for_sharing(path: Path) -> Any:
     import onnx
 
@@ -137,34 +149,27 @@ def check_graph(path: Path) -> Any:
     return model
 
 
-def graph_io(model: Any) -> GraphIO:
-    """Inputs and outputs of a graph as JSON-ready records."""
+def graph_info(model: Any, file: str) -> "GraphInfo":
+    """A checked graph's interface for the manifest; every dimension must be fixed or a declared axis.
+
+    Raises:
+        ExportError: an input or output has a dimension the runtime could not size (an undeclared symbol).
+    """
     from onnx.helper import tensor_dtype_to_np_dtype
 
-    def records(values: Any) -> list[dict[str, Any]]:
+    from topv.artifact.manifest import GraphInfo, TensorInfo
+    from topv.artifact.names import AXES
+
+    def records(values: Any) -> tuple[TensorInfo, ...]:
         out = []
         for v in values:
             t = v.type.tensor_type
-            shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim]
-            out.append({"name": v.name, "shape": shape, "dtype": tensor_dtype_to_np_dtype(t.elem_type).name})
-        return out
+            shape = tuple(d.dim_value if d.HasField("dim_value") else d.dim_param for d in t.shape.dim)
+            bad = [d for d in shape if not (isinstance(d, int) and d > 0) and d not in AXES]
+            if bad:
+                raise ExportError(f"{file}: {v.name} has dimensions {bad} that are neither fixed nor one of {AXES}; "
+                                  "this is a topv bug (a dynamic axis was not declared).")
+            out.append(TensorInfo(v.name, shape, tensor_dtype_to_np_dtype(t.elem_type).name))
+        return tuple(out)
 
-    return GraphIO(inputs=records(model.graph.input), outputs=records(model.graph.output))
-
-
-def remove_tree(path: Path) -> None:
-    import shutil
-
-    if path.exists():
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def fsync_dir(path: Path) -> None:  # pragma: no cover - best effort durability
-    try:
-        fd = os.open(str(path), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    return GraphInfo(file, records(model.graph.input), records(model.graph.output))

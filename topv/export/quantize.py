@@ -71,25 +71,61 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / denom) if denom else 1.0
 
 
-def check_quantized(sessions: dict[str, Any], plans: dict[str, Any], samples: list, shapes: Any, layer: int) -> dict[str, Any]:
+def check_quantized(backend: Any, calls: list[Any]) -> dict[str, Any]:
     """Cosine similarity of the int8 graphs' float outputs to the float32 modules', and equality of indices."""
-    from topv.export.validate import module_chain
-
     rows = []
-    for input_ids, pixel_values in samples:
-        chain = module_chain(plans, input_ids, pixel_values, shapes, layer)
-        for name, (feeds, want) in chain.items():
-            got = sessions[name].run(None, feeds)
-            for out_name, g, w in zip(plans[name].output_names, got, want):
-                if np.issubdtype(np.asarray(w).dtype, np.integer):
-                    rows.append({"graph": name, "output": out_name, "equal": bool(np.array_equal(g, w))})
-                else:
-                    rows.append({"graph": name, "output": out_name, "cosine": cosine(g, w)})
+    for call in calls:
+        got = backend.run(call.graph, call.feeds, call.axes)
+        for name, want in call.outputs.items():
+            if np.issubdtype(np.asarray(want).dtype, np.integer):
+                rows.append({"graph": call.graph, "output": name, "equal": bool(np.array_equal(got[name], want))})
+            else:
+                rows.append({"graph": call.graph, "output": name, "cosine": cosine(got[name], want)})
     logit_cos = [r["cosine"] for r in rows if r["output"] == "logits"]
-    return {
-        "checks": rows,
-        "min_logit_cosine": min(logit_cos),
-        "min_cosine": min(r["cosine"] for r in rows if "cosine" in r),
-        "ok": min(logit_cos) >= MIN_LOGIT_COSINE,
-        "threshold": MIN_LOGIT_COSINE,
-    }
+    return {"checks": rows, "min_logit_cosine": min(logit_cos), "min_cosine": min(r["cosine"] for r in rows if "cosine" in r),
+            "ok": min(logit_cos) >= MIN_LOGIT_COSINE, "threshold": MIN_LOGIT_COSINE}
+
+
+def quantize_export(folder: Path, manifest: Any, job: Any, recorder: Any, report: dict[str, Any]) -> Any:
+    """Quantize in place, re-check the graphs, add the int8 comparison to ``report`` and return the new manifest.
+
+    Raises:
+        ToleranceError: the int8 logits drift beyond a cosine of ``MIN_LOGIT_COSINE`` from float32.
+    """
+    import json
+
+    from topv.artifact.files import file_records
+    from topv.errors import ToleranceError
+    from topv.export.checks import open_exported
+    from topv.export.onnx_io import check_graph
+
+    stats = quantize_folder(folder, {name: g.file for name, g in manifest.graphs.items()})
+    for g in manifest.graphs.values():
+        check_graph(folder / g.file)
+    manifest = manifest.replace(
+        weights={"file": "weights.bin", **stats},
+        quantization={"weights": "int8", "method": "onnxruntime dynamic quantization, per-channel symmetric int8",
+                      "ops": ["DynamicQuantizeLinear", "MatMulInteger"], "graphs": list(QUANTIZED_GRAPHS)},
+    )
+    manifest.replace(files=file_records(folder)).write(folder)
+    pipe = open_exported(folder, job, quantized=True)
+    result = check_quantized(pipe.backend, recorder.calls)
+    lines = [f"  [{'ok ' if result['ok'] else 'FAIL'}] int8 graphs vs float32 modules: min logits cosine "
+             f"{result['min_logit_cosine']:.5f} (>= {result['threshold']}), min cosine of any float output {result['min_cosine']:.5f}"]
+    want = report.get("generation", {}).get("tokens_reference")
+    if want:
+        got = pipe.generate(job.image, job.options.sample_prompt, max_new_tokens=len(want))
+        prefix = next((i for i, (a, b) in enumerate(zip(got.token_ids, want)) if a != b), min(len(got.token_ids), len(want)))
+        result["generation"] = {"tokens_int8": got.token_ids, "tokens_reference": want, "equal_prefix": prefix,
+                                "kept_indices_int8": got.kept_indices,
+                                "kept_indices_equal": got.kept_indices == report["generation"].get("kept_indices_reference")}
+        lines.append(f"  [info] int8 greedy tokens agree with the float32 reference for the first {prefix} of {len(want)}")
+    result["lines"] = lines
+    report["int8"] = result
+    (folder / "validation.json").write_text(json.dumps(report, indent=2) + "\n")
+    for line in lines:
+        log.info("%s", line)
+    if not result["ok"]:
+        raise ToleranceError(f"The int8 graphs drift too far from float32: logits cosine {result['min_logit_cosine']:.4f} < "
+                             f"{MIN_LOGIT_COSINE}. Export without --quantize. The partial export is kept at {folder}.")
+    return manifest

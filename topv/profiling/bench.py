@@ -59,14 +59,12 @@ def make_prompt(processor: Any, image: Any, target_tokens: int | None) -> str:
 
     Repeats a filler word that encodes to exactly one token; with no target, a short question.
     """
-    from topv.inputs import encode
-
     base = "Describe the image ."
     if not target_tokens:
         return base
 
     def length(text: str) -> int:
-        return int(encode(processor, image, text, return_tensors="np")["input_ids"].shape[1])
+        return int(processor.encode(image, text)["input_ids"].shape[1])
 
     start = length("x")
     if target_tokens < start:
@@ -85,30 +83,17 @@ def make_prompt(processor: Any, image: Any, target_tokens: int | None) -> str:
 
 
 def _export_for(source: Path, keep: int | None, options: BenchOptions, max_prompt: int, quantize: str | None = None) -> Path:
-    """Export ``source`` at ``keep`` into the work dir, reusing a matching earlier export."""
-    from topv.export.exporter import ExportOptions, export_model
-    from topv.manifest import read_manifest
+    """The export of ``source`` at ``keep`` (cached in the work dir, keyed by the checkpoint and every option)."""
+    from topv.export.cache import cached_export
+    from topv.export.exporter import ExportOptions
 
-    weights = quantize or options.dtype
-    name = f"{source.name}-k{keep if keep is not None else 'all'}-L{options.layer}-{weights}-P{max_prompt}-M{options.new_tokens}"
-    out = options.work_dir / "exports" / name
-    if (out / "manifest.json").is_file():
-        try:
-            m = read_manifest(out)
-            same_weights = (m.get("quantization") or {}).get("weights") == quantize
-            if m["model"]["source"] == str(source.resolve()) and m["pruning"]["keep"] == keep and same_weights:
-                log.info("reusing export %s", out)
-                return out
-        except Exception:  # noqa: BLE001 - a stale or broken cache entry is simply rebuilt
-            pass
-    export_model(source, out, ExportOptions(keep=keep, layer=options.layer, dtype=options.dtype, max_prompt_tokens=max_prompt,
-                                            max_new_tokens=options.new_tokens, force=True, validate_tokens=4,
-                                            threads=options.threads, device=options.device or "cpu", quantize=quantize))
-    return out
+    return cached_export(source, options.work_dir / "exports", ExportOptions(
+        keep=keep, layer=options.layer, dtype=options.dtype, max_prompt_tokens=max_prompt, max_new_tokens=options.new_tokens,
+        validate_tokens=4, threads=options.threads, device=options.device or "cpu", quantize=quantize))
 
 
 def _model_for_shape(shape: str, work_dir: Path, seed: int, dtype: str = "fp32") -> Path:
-    from topv.models.factory import SHAPES, save_random_llava
+    from topv.testing.llava import SHAPES, save_random_llava
 
     if shape not in SHAPES:
         raise ConfigError(f"Unknown --model-shape {shape!r}; known: {', '.join(SHAPES)}.")
@@ -122,6 +107,15 @@ def _model_for_shape(shape: str, work_dir: Path, seed: int, dtype: str = "fp32")
 
 
 # ---------------------------------------------------------------------- environment
+def _on_gpu(device: str | None) -> bool:
+    return bool(device) and str(device).startswith("cuda")
+
+
+def _device_index(device: str | None) -> int:
+    text = str(device or "cuda")
+    return int(text.split(":")[1]) if ":" in text else 0
+
+
 def device_info(device: str | None) -> dict[str, Any]:
     info: dict[str, Any] = {"platform": platform.platform(), "cpu": _cpu_name(), "cpu_count": os.cpu_count()}
     try:
@@ -150,57 +144,33 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def gpu_probe(device: str | None):
-    """Device memory in use (NVML when available, else torch's reserved bytes); None without a GPU."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    if not torch.cuda.is_available():
-        return None
-    idx = torch.device(device or "cuda").index or 0
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(idx)
-        return lambda: int(pynvml.nvmlDeviceGetMemoryInfo(handle).used)
-    except Exception:  # noqa: BLE001 - NVML missing or unusable: fall back to torch's view
-        return lambda: int(torch.cuda.memory_reserved(idx))
-
-
 # ---------------------------------------------------------------------- the benchmark
 def run_bench(out_dir: str | Path | None, options: BenchOptions) -> dict[str, Any]:
+    from topv.artifact.manifest import read_manifest
     from topv.export.exporter import sample_scene
-    from topv.versions import library_versions
-    from topv.manifest import read_manifest
-    from topv.runtime.pipeline import Pipeline
     from topv.profiling.runners import PipelineRunner
+    from topv.runtime.pipeline import Pipeline
+    from topv.versions import library_versions
 
     if options.model_shape:
         source = _model_for_shape(options.model_shape, options.work_dir, options.seed, options.dtype)
         keeps = options.keeps if options.keeps is not None else [None]
-        base_manifest = None
     elif out_dir is not None:
-        base_manifest = read_manifest(out_dir)
-        source = Path(base_manifest["model"]["source"])
+        source = Path(read_manifest(out_dir).model_source)
         keeps = options.keeps
     else:
         raise ConfigError("Give an export folder OUT_DIR or --model-shape NAME.")
 
-    from transformers import AutoProcessor
-
-    processor = AutoProcessor.from_pretrained(str(source), local_files_only=True)
+    from topv.families import family_for_config, read_model_config
     from topv.inputs import load_image
-    from topv.models.spec import model_spec
-    from topv.reference.loading import read_model_config
 
-    spec = model_spec(read_model_config(source))
-    image = load_image(options.image) if options.image else sample_scene(max(spec.image_size, 64))
+    raw = read_model_config(source)
+    family = family_for_config(raw)
+    spec = family.spec(raw, family.default_image_hw(raw, source))
+    processor = family.load_processor(source)
+    image = load_image(options.image) if options.image else sample_scene(max(max(spec.image_hw), 64))
     prompt = make_prompt(processor, image, options.prompt_tokens)
-    from topv.inputs import encode
-
-    prompt_len = int(encode(processor, image, prompt, return_tensors="np")["input_ids"].shape[1])
+    prompt_len = int(processor.encode(image, prompt)["input_ids"].shape[1])
     max_prompt = max(prompt_len, spec.num_visual_tokens + 64)
 
     exports: list[Path] = []
@@ -211,12 +181,14 @@ def run_bench(out_dir: str | Path | None, options: BenchOptions) -> dict[str, An
             for keep in keeps:
                 exports.append(_export_for(source, keep, options, max_prompt, quantize))
 
-    probe = gpu_probe(options.device)
+    from topv.memory import device_used_probe
+
+    probe = device_used_probe(_device_index(options.device))[0] if _on_gpu(options.device) else None
     runs = []
     for folder in exports:
         manifest = read_manifest(folder)
-        keep = manifest["pruning"]["keep"]
-        weights = (manifest.get("quantization") or {}).get("weights")
+        keep = manifest.pruning.keep
+        weights = (manifest.quantization or {}).get("weights")
         for backend in options.backends:
             if weights and backend != "ort-cpu":
                 continue  # int8 MatMulInteger graphs are for ONNX Runtime's CPU provider
@@ -231,14 +203,14 @@ def run_bench(out_dir: str | Path | None, options: BenchOptions) -> dict[str, An
                 "kind": "topv",
                 "backend": backend,
                 "keep": keep,
-                "weights": weights or manifest["dtype"],
+                "weights": weights or manifest.dtype,
                 "export": str(folder),
                 "prompt_tokens": runner.last.prompt_length,
                 "kept_prompt_tokens": runner.last.kept_length,
                 "new_tokens": len(runner.last.token_ids),
                 "stats": m.stats(),
-                "kv_cache_bytes": manifest["kv_cache"]["bytes"],
-                "kv_cache_bytes_unpruned": manifest["kv_cache"]["bytes_unpruned"],
+                "kv_cache_bytes": manifest.kv.nbytes,
+                "kv_cache_bytes_unpruned": manifest.kv.nbytes_unpruned,
                 "peak_host_rss_bytes": m.peak_host_rss_bytes,
                 "peak_gpu_bytes": m.peak_gpu_bytes,
                 "load_and_warmup_s": m.warmup_seconds,
@@ -255,7 +227,7 @@ def run_bench(out_dir: str | Path | None, options: BenchOptions) -> dict[str, An
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "device": device_info(options.device),
             "versions": library_versions(),
-            "model": {"source": str(source), "shape": options.model_shape, "spec": spec.to_dict()},
+            "model": {"source": str(source), "shape": options.model_shape, "spec": spec.to_json()},
             "dtype": options.dtype,
             "layer": options.layer,
             "batch": 1,
@@ -274,7 +246,6 @@ def run_bench(out_dir: str | Path | None, options: BenchOptions) -> dict[str, An
 def _hf_baselines(source: Path, processor: Any, image: Any, prompt: str, options: BenchOptions, probe) -> list[dict[str, Any]]:
     import torch
 
-    from topv.inputs import encode
     from topv.profiling.runners import HFGenerateRunner
     from topv.reference.loading import load_model
 
@@ -283,7 +254,7 @@ def _hf_baselines(source: Path, processor: Any, image: Any, prompt: str, options
     device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.float16 if options.dtype == "fp16" else torch.float32
     model, _ = load_model(source, dtype=dtype, device=device)
-    inputs = {k: v.to(device) for k, v in encode(processor, image, prompt).items()}
+    inputs = {k: torch.from_numpy(v).to(device) for k, v in processor.encode(image, prompt).items()}
     inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
     out = []
     for name in options.baselines:
@@ -351,10 +322,3 @@ def table(result: dict[str, Any]) -> str:
         if entry:
             lines.append(f"{label}: " + ", ".join(f"{k} {v:.2f}" for k, v in entry.items()))
     return "\n".join(lines)
-
-
-def write_json(result: dict[str, Any], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    return path

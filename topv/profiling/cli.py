@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from topv.cli import keep_value, positive_int, run_cli, setup_logging
+from topv.cli import device_value, keep_value, positive_int, run_cli, setup_logging
 
 
 def _keeps(text: str):
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma list of none and/or int8 (int8 weight MatMuls, ort-cpu only); one export per entry")
     p.add_argument("--layer", type=int, default=2, help="pruning layer K for exports made by the sweep")
     p.add_argument("--threads", type=positive_int, default=None)
-    p.add_argument("--device", default=None, help="e.g. cuda:0")
+    p.add_argument("--device", type=device_value, default=None, help="cpu, cuda or cuda:N")
     p.add_argument("--image", default=None, help="image to use (default: a generated scene)")
     p.add_argument("--work-dir", default="artifacts/bench", help="cache for random models and sweep exports")
     p.add_argument("--json", dest="json_path", default=None, metavar="FILE", help="write the full result as JSON")
@@ -53,7 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
 
     def body() -> int:
-        from topv.profiling.bench import BenchOptions, run_bench, table, write_json
+        from topv.cli.outputs import check_output_file, json_is_ours, png_is_ours, write_json
+        from topv.profiling.bench import BenchOptions, run_bench, table
+
+        inputs = [args.out_dir, args.image]
+        json_path = args.json_path and check_output_file(args.json_path, inputs=inputs, ours=json_is_ours, what="--json")
+        plot_path = args.plot and check_output_file(args.plot, inputs=inputs, ours=png_is_ours, what="--plot", suffixes=(".png",))
 
         options = BenchOptions(
             backends=args.backend, keeps=args.keep_sweep, prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens,
@@ -63,12 +68,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         result = run_bench(args.out_dir, options)
         print(table(result))
-        if args.json_path:
-            print(f"json: {write_json(result, args.json_path)}")
-        if args.plot:
+        if json_path:
+            print(f"json: {write_json(json_path, result)}")
+        if plot_path:
             from topv.profiling.plot import plot_bench
 
-            print(f"plot: {plot_bench(result, args.plot)}")
+            print(f"plot: {plot_bench(result, plot_path)}")
         return 0
 
     return run_cli(body)

@@ -9,10 +9,11 @@ same statistics serve ONNX Runtime, TensorRT, PyTorch and transformers' ``genera
 from __future__ import annotations
 
 import statistics
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
+
+from topv.memory import PeakSampler, host_rss
 
 
 class Runner(Protocol):
@@ -45,47 +46,6 @@ def summarize(values: list[float]) -> dict[str, float]:
         "max_ms": max(ms),
         "n": len(ms),
     }
-
-
-class PeakSampler:
-    """Samples a memory probe in a background thread and keeps the peak (host RSS, GPU used bytes)."""
-
-    def __init__(self, probe: Callable[[], int | None], interval: float = 0.005) -> None:
-        self.probe = probe
-        self.interval = interval
-        self.peak: int | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self._record()
-            self._stop.wait(self.interval)
-
-    def _record(self) -> None:
-        value = self.probe()
-        if value is not None and (self.peak is None or value > self.peak):
-            self.peak = value
-
-    def __enter__(self) -> "PeakSampler":
-        self._record()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join()
-        self._record()
-
-
-def host_rss() -> int | None:
-    try:
-        import psutil
-    except ImportError:
-        return None
-    return int(psutil.Process().memory_info().rss)
 
 
 @dataclass
@@ -121,25 +81,17 @@ def measure(runner: Runner, *, warmup: int = 2, repeats: int = 5, gpu_probe: Cal
     for _ in range(warmup):
         runner.run_once()
     result = Measurement(runner.label, warmup_seconds=time.perf_counter() - t0)
-    host = PeakSampler(host_rss)
-    gpu = PeakSampler(gpu_probe) if gpu_probe else None
-    with host:
-        if gpu:
-            gpu.__enter__()
-        try:
-            for _ in range(repeats):
-                sample = runner.run_once()
-                for name, value in sample.items():
-                    if name == "tokens":
-                        result.tokens.append(int(value))
-                    elif isinstance(value, list):
-                        result.per_token.setdefault(name, []).extend(value)
-                        result.stages.setdefault(f"{name}_total", []).append(sum(value))
-                    elif value is not None:
-                        result.stages.setdefault(name, []).append(float(value))
-        finally:
-            if gpu:
-                gpu.__exit__(None, None, None)
+    host, gpu = PeakSampler(host_rss), PeakSampler(gpu_probe)
+    with host, gpu:
+        for _ in range(repeats):
+            for name, value in runner.run_once().items():
+                if name == "tokens":
+                    result.tokens.append(int(value))
+                elif isinstance(value, list):
+                    result.per_token.setdefault(name, []).extend(value)
+                    result.stages.setdefault(f"{name}_total", []).append(sum(value))
+                elif value is not None:
+                    result.stages.setdefault(name, []).append(float(value))
     result.peak_host_rss_bytes = host.peak
-    result.peak_gpu_bytes = gpu.peak if gpu else None
+    result.peak_gpu_bytes = gpu.peak
     return result

@@ -53,6 +53,8 @@ def plot_bench(result: dict[str, Any], path: str | Path) -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    from topv.cli.outputs import save_figure
+
+    save_figure(fig, path)
     plt.close(fig)
     return path

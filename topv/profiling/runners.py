@@ -35,28 +35,26 @@ class PipelineRunner:
 
 
 class HFGenerateRunner:
-    """transformers on the same model and inputs: vision, decoder prefill, TTFT and ``generate()`` end to end.
+    """transformers on the same model and inputs: vision, prefill, TTFT and ``generate()`` end to end.
 
     ``static=True`` uses ``cache_implementation="static"`` (transformers compiles the decode step
-    automatically; the first, warm-up call pays the compilation). Decode per token is derived as
-    ``(generate(n) - generate(1)) / (n - 1)``.
+    automatically; the first, warm-up call pays the compilation). ``prefill`` is one forward pass over the
+    prompt minus the vision tower's time; decode per token is ``(generate(n) - generate(1)) / (n - 1)``.
     """
 
     def __init__(self, model: Any, inputs: dict[str, Any], new_tokens: int, label: str, *, static: bool = False) -> None:
         import torch
 
+        from topv.reference.loading import model_family
+
         self.torch = torch
         self.model = model
+        self.family = model_family(model)
         self.inputs = inputs
         self.new_tokens = new_tokens
         self.label = label
         self.static = static
         self.device = next(model.parameters()).device
-
-    def _now(self) -> float:
-        if self.device.type == "cuda":
-            self.torch.cuda.synchronize(self.device)
-        return time.perf_counter()
 
     def _generate(self, n: int) -> Any:
         kwargs: dict[str, Any] = dict(max_new_tokens=n, min_new_tokens=n, do_sample=False)
@@ -65,40 +63,22 @@ class HFGenerateRunner:
         return self.model.generate(**self.inputs, **kwargs)
 
     def run_once(self) -> dict[str, Any]:
-        torch = self.torch
-        cfg = self.model.config
-        llava = self.model.model
-        with torch.no_grad():
-            t0 = self._now()
-            feats = llava.get_image_features(
-                pixel_values=self.inputs["pixel_values"],
-                vision_feature_layer=cfg.vision_feature_layer,
-                vision_feature_select_strategy=cfg.vision_feature_select_strategy,
-                return_dict=True,
-            ).pooler_output
-            t_vision = self._now() - t0
-            feats = torch.cat(list(feats), dim=0) if isinstance(feats, (list, tuple)) else feats
-            ids = self.inputs["input_ids"]
-            embeds = llava.language_model.embed_tokens(ids)
-            mask = (ids == cfg.image_token_id).unsqueeze(-1).expand_as(embeds)
-            embeds = embeds.masked_scatter(mask, feats.to(embeds.dtype))
-            t0 = self._now()
-            out = llava.language_model(inputs_embeds=embeds, use_cache=True)
-            self.model.lm_head(out.last_hidden_state[:, -1:])
-            t_prefill = self._now() - t0
-            t0 = self._now()
+        from topv.reference.pipeline import device_now
+
+        with self.torch.no_grad():
+            t0 = device_now(self.device)
+            self.family.image_features(self.model, self.inputs)
+            t_vision = device_now(self.device) - t0
+            t0 = device_now(self.device)
+            self.model(**self.inputs, use_cache=True)
+            t_forward = device_now(self.device) - t0
+            t0 = device_now(self.device)
             self._generate(1)
-            t_ttft = self._now() - t0
-            t0 = self._now()
+            t_ttft = device_now(self.device) - t0
+            t0 = device_now(self.device)
             gen = self._generate(self.new_tokens)
-            t_total = self._now() - t0
-        n = gen.shape[1] - ids.shape[1]
+            t_total = device_now(self.device) - t0
+        n = gen.shape[1] - self.inputs["input_ids"].shape[1]
         per_token = (t_total - t_ttft) / max(1, n - 1)
-        return {
-            "vision": t_vision,
-            "prefill": t_prefill,
-            "ttft": t_ttft,
-            "total": t_total,
-            "decode": [per_token] * max(0, n - 1),
-            "tokens": n,
-        }
+        return {"vision": t_vision, "prefill": max(0.0, t_forward - t_vision), "ttft": t_ttft, "total": t_total,
+                "decode": [per_token] * max(0, n - 1), "tokens": n}

@@ -1,18 +1,18 @@
-"""The PyTorch reference: Hugging Face LLaVA with visual tokens pruned once, inside prefill, at layer K.
+"""The PyTorch reference: a Hugging Face VLM with visual tokens pruned once, inside prefill, at layer K.
 
 Transformers' modeling code is not forked. The pipeline calls the model's own modules (vision tower,
-projector, embedding, rotary embedding, decoder layers, norm, LM head) in the order
-``LlavaForConditionalGeneration`` does, and hooks layer K's post-attention norm to read TopV's targets:
+projector, embedding, rotary embedding, decoder layers, norm, LM head), found through the model's
+family plug-in, in the order the model does, and hooks layer K's post-attention norm to read TopV's
+targets:
 
     layers 0..K    all prompt tokens; KV cache holds every position
     prune          importance at layer K (sources: input of layer K; targets: its post-attention norm)
-    layers K+1..   the text tokens plus the kept visual tokens, each at its original position id;
-                   their KV cache holds only those
-    decode         new tokens at position (original prompt length + t): full KV below K+1, reduced above
+    layers K+1..   the text tokens plus the kept visual tokens, each at its original position ids
+                   (1-D RoPE or 3-D M-RoPE); their KV cache holds only those
+    decode         new tokens at position (last prompt position + 1 + t): full KV below K+1, reduced above
 
-``layer`` is 0-indexed: K = 2 runs three layers at full length (the reading of the paper's
-"L_i = 2" the issue tracker fixed; FastV-style K = 2 full layers is ``layer=1``).
-With pruning off, greedy tokens equal ``model.generate()`` token for token (tests check it).
+``layer`` is 0-indexed: K = 2 runs three layers at full length. With pruning off, greedy tokens equal
+``model.generate()`` token for token (tests check it).
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ from typing import Any, Iterator
 import torch
 
 from topv.errors import InputError, UnsupportedModelError
+from topv.families import Family, family_for_config
 from topv.inputs import image_span
-from topv.models.spec import ModelSpec, model_spec
 from topv.pruning.baselines import random_selection, uniform_selection
 from topv.pruning.config import TopVConfig
 from topv.pruning.importance import token_importance
 from topv.pruning.selection import check_keep, select_tokens
+from topv.spec import ModelSpec
 
 METHODS = ("topv", "fastv", "random", "uniform", "none")
 _SUPPORTED_ATTENTION = ("sdpa", "eager", "flash_attention_2")
@@ -42,7 +43,7 @@ class PrefillResult:
 
     logits: torch.Tensor  # (1, vocab) of the last prompt token
     cache: Any  # transformers DynamicCache, per-layer lengths differ when pruned
-    next_position: int  # original prompt length: the first decode position id
+    next_position: int  # the first decode position id (prompt positions' maximum + 1)
     kept_indices: list[int] | None  # positions within the visual tokens, sorted; None without pruning
     prompt_length: int
     kept_length: int  # sequence length seen by layers > K
@@ -54,96 +55,69 @@ def _layer_output(out: Any) -> torch.Tensor:
     return out[0] if isinstance(out, tuple) else out
 
 
-def _new_cache(text_config: Any) -> Any:
-    from transformers import DynamicCache
-
-    try:
-        return DynamicCache(config=text_config)
-    except TypeError:  # older transformers
-        return DynamicCache()
-
-
 def cache_layer_lengths(cache: Any) -> list[int]:
     """Sequence length held by each layer of a transformers cache."""
-    if hasattr(cache, "layers"):
-        return [int(layer.keys.shape[-2]) if getattr(layer, "keys", None) is not None else 0 for layer in cache.layers]
-    return [int(k.shape[-2]) for k in cache.key_cache]  # pragma: no cover - transformers < 4.56
+    return [int(layer.keys.shape[-2]) if getattr(layer, "keys", None) is not None else 0 for layer in cache.layers]
 
 
 def cache_bytes(cache: Any) -> list[int]:
     """Bytes of keys + values held by each layer of a transformers cache."""
-    if hasattr(cache, "layers"):
-        return [
-            int(layer.keys.numel() * layer.keys.element_size() + layer.values.numel() * layer.values.element_size())
-            if getattr(layer, "keys", None) is not None
-            else 0
-            for layer in cache.layers
-        ]
-    return [int(k.numel() * k.element_size() * 2) for k in cache.key_cache]  # pragma: no cover
+    return [
+        int(layer.keys.numel() * layer.keys.element_size() + layer.values.numel() * layer.values.element_size())
+        if getattr(layer, "keys", None) is not None else 0
+        for layer in cache.layers
+    ]
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
 class ReferencePipeline:
-    """Prefill-with-pruning and decode steps on a Hugging Face ``LlavaForConditionalGeneration``.
+    """Prefill-with-pruning and decode steps on a Hugging Face VLM of a supported family.
 
     Args:
         model: the loaded model (eval mode; any device and dtype).
         layer: pruning layer K (0-indexed), see the module docstring.
         keep: visual tokens to keep (grid tokens; a CLS token with the "full" strategy is always kept);
-            None or the full count disables pruning.
+            None or the full count disables pruning (``layer`` then plays no part).
         method: ``topv``, ``fastv``, ``random``, ``uniform`` or ``none``.
         config: TopV hyperparameters (``recovery_fraction`` also applies to ``fastv``).
         seed: seed of the ``random`` method.
+        spec: the model's geometry (default: read from the model's config by its family).
     """
 
-    def __init__(
-        self,
-        model: Any,
-        *,
-        layer: int = 2,
-        keep: int | None = None,
-        method: str = "topv",
-        config: TopVConfig | None = None,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, model: Any, *, layer: int = 2, keep: int | None = None, method: str = "topv",
+                 config: TopVConfig | None = None, seed: int = 0, spec: ModelSpec | None = None) -> None:
         self.model = model
-        self.spec: ModelSpec = model_spec(model.config)
-        self.layer = self.spec.check_layer(layer)
+        self.family: Family = family_for_config(model.config.to_dict())
+        self.spec: ModelSpec = spec or self.family.spec(model.config.to_dict())
         if method not in METHODS:
             raise InputError(f"method must be one of {', '.join(METHODS)}; got {method!r}.")
         if keep is not None:
             check_keep(keep, self.spec.num_grid_tokens)
         self.prune = method != "none" and keep is not None and keep < self.spec.num_grid_tokens
+        self.layer = self.spec.head_layers(layer, self.prune)
         self.keep = keep if self.prune else None
         self.method = method if self.prune else "none"
         self.config = config or TopVConfig()
         self.seed = seed
-        llava = model.model
-        self.lm = llava.language_model
-        self.text_config = self.lm.config
-        attn = getattr(self.text_config, "_attn_implementation", "sdpa") or "sdpa"
+        self.lm = self.family.language_model(model)
+        self.lm_head = self.family.lm_head(model)
+        attn = getattr(self.lm.config, "_attn_implementation", "sdpa") or "sdpa"
         if attn not in _SUPPORTED_ATTENTION:
             raise UnsupportedModelError(
                 f"Attention implementation {attn!r} is not supported by the reference pipeline; load the model "
-                f"with attn_implementation='sdpa' (or 'eager')."
+                "with attn_implementation='sdpa' (or 'eager')."
             )
         self.attn_implementation = attn
 
     # ------------------------------------------------------------------ stages
     @torch.no_grad()
-    def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """``(1, N, D)`` projected visual tokens, exactly as LlavaModel computes them."""
-        llava = self.model.model
-        cfg = self.model.config
-        out = llava.get_image_features(
-            pixel_values=pixel_values.to(device=self.device, dtype=self.vision_dtype),
-            vision_feature_layer=cfg.vision_feature_layer,
-            vision_feature_select_strategy=cfg.vision_feature_select_strategy,
-            return_dict=True,
-        )
-        feats = out.pooler_output if hasattr(out, "pooler_output") else out
-        if isinstance(feats, (list, tuple)):
-            feats = torch.cat([f.reshape(-1, f.shape[-1]) for f in feats], dim=0)
-        return feats.reshape(1, -1, feats.shape[-1])
+    def image_features(self, inputs: dict[str, Any]) -> torch.Tensor:
+        """``(1, N, D)`` visual tokens from the processor's outputs, exactly as the model computes them."""
+        return self.family.image_features(self.model, inputs)
 
     @torch.no_grad()
     def embed(self, input_ids: torch.Tensor, image_features: torch.Tensor) -> torch.Tensor:
@@ -161,27 +135,19 @@ class ReferencePipeline:
         mask.masked_fill_(~visible, torch.finfo(dtype).min)
         return mask[None, None]
 
-    def _run_layers(
-        self, hidden: torch.Tensor, position_ids: torch.Tensor, cache: Any, layers: range, kv_len: int
-    ) -> torch.Tensor:
+    def _run_layers(self, hidden: torch.Tensor, position_ids: torch.Tensor, cache: Any, layers: range, kv_len: int) -> torch.Tensor:
         mask = self._mask(hidden.shape[1], kv_len, hidden.dtype)
-        position_embeddings = self.lm.rotary_emb(hidden, position_ids)
+        position_embeddings = self.family.hf_rotary(self.lm, hidden, position_ids)
         for i in layers:
-            hidden = _layer_output(
-                self.lm.layers[i](
-                    hidden,
-                    attention_mask=mask,
-                    position_ids=position_ids,
-                    past_key_values=cache,
-                    use_cache=True,
-                    position_embeddings=position_embeddings,
-                )
-            )
+            hidden = _layer_output(self.lm.layers[i](
+                hidden, attention_mask=mask, position_ids=position_ids, past_key_values=cache, use_cache=True,
+                position_embeddings=position_embeddings,
+            ))
         return hidden
 
     @contextlib.contextmanager
     def _capture_layer(self) -> Iterator[dict[str, Any]]:
-        """Capture layer K's input, post-attention-norm output, and attention inputs (for FastV)."""
+        """Capture layer K's input, post-attention-norm output, and attention input (for FastV)."""
         layer = self.lm.layers[self.layer]
         captured: dict[str, Any] = {}
 
@@ -193,7 +159,6 @@ class ReferencePipeline:
 
         def on_attn(_m: Any, args: tuple, kwargs: dict) -> None:
             captured["attn_input"] = args[0] if args else kwargs["hidden_states"]
-            captured["position_embeddings"] = kwargs.get("position_embeddings")
 
         handles = [
             layer.register_forward_pre_hook(on_layer, with_kwargs=True),
@@ -206,36 +171,30 @@ class ReferencePipeline:
             for h in handles:
                 h.remove()
 
-    def fastv_scores(self, attn_input: torch.Tensor, position_embeddings: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def fastv_scores(self, attn_input: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         """``(S,)`` FastV importance: layer K's attention from the last prompt token, averaged over heads."""
-        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
-
-        attn = self.lm.layers[self.layer].self_attn
-        spec = self.spec
-        x = attn_input
-        seq = x.shape[1]
+        attn, spec = self.lm.layers[self.layer].self_attn, self.spec
+        x, seq = attn_input, attn_input.shape[1]
+        cos, sin = (t.unsqueeze(1) for t in self.family.rotary(self.lm, x, position_ids))
         q = attn.q_proj(x[:, -1:]).view(1, 1, spec.num_heads, spec.head_dim).transpose(1, 2)
         k = attn.k_proj(x).view(1, seq, spec.num_kv_heads, spec.head_dim).transpose(1, 2)
-        cos, sin = position_embeddings
-        q, _ = apply_rotary_pos_emb(q, q, cos[:, -1:], sin[:, -1:])
-        _, k = apply_rotary_pos_emb(k, k, cos, sin)
-        k = k.repeat_interleave(spec.num_heads // spec.num_kv_heads, dim=1)
-        weights = torch.softmax((q.float() @ k.float().transpose(-1, -2)) * attn.scaling, dim=-1)
+        q = q * cos[:, :, -1:] + rotate_half(q) * sin[:, :, -1:]
+        k = (k * cos + rotate_half(k) * sin).repeat_interleave(spec.num_heads // spec.num_kv_heads, dim=1)
+        scale = getattr(attn, "scaling", spec.head_dim**-0.5)
+        weights = torch.softmax((q.float() @ k.float().transpose(-1, -2)) * scale, dim=-1)
         return weights.mean(dim=1)[0, 0]
 
-    def select(self, captured: dict[str, Any], offset: int) -> tuple[list[int], torch.Tensor | None]:
+    def select(self, captured: dict[str, Any], offset: int, position_ids: torch.Tensor) -> tuple[list[int], torch.Tensor | None]:
         """Kept indices within the visual tokens for the configured method, and the scores it ranked."""
         spec = self.spec
         extra = spec.num_extra_visual_tokens
         lo, hi = offset + extra, offset + spec.num_visual_tokens
         scores = None
         if self.method == "topv":
-            scores = token_importance(
-                captured["source"][0, lo:hi], captured["target"][0, lo:hi], spec.grid_hw, self.config
-            )
+            scores = token_importance(captured["source"][0, lo:hi], captured["target"][0, lo:hi], spec.grid_hw, self.config)
             kept = select_tokens(scores, self.keep, self.config)
         elif self.method == "fastv":
-            scores = self.fastv_scores(captured["attn_input"], captured["position_embeddings"])[lo:hi]
+            scores = self.fastv_scores(captured["attn_input"], position_ids)[lo:hi]
             kept = select_tokens(scores, self.keep, self.config)
         elif self.method == "random":
             kept = random_selection(spec.num_grid_tokens, self.keep, self.seed)
@@ -245,82 +204,76 @@ class ReferencePipeline:
         return kept_visual, (scores.detach().float().cpu() if scores is not None else None)
 
     @torch.no_grad()
-    def prefill(
-        self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None, *, image_features: torch.Tensor | None = None
-    ) -> PrefillResult:
+    def prefill(self, input_ids: torch.Tensor, inputs: dict[str, Any] | None = None, *,
+                image_features: torch.Tensor | None = None) -> PrefillResult:
         """Run the prompt through the model, pruning at layer K; returns the last token's logits.
 
-        Pass ``pixel_values`` (the vision tower runs here) or precomputed ``image_features``.
+        Pass the processor's ``inputs`` (the vision tower runs here) or precomputed ``image_features``.
         """
+        input_ids = torch.as_tensor(input_ids)
         if input_ids.dim() != 2 or input_ids.shape[0] != 1:
             raise InputError(f"The reference pipeline runs one prompt at a time; got input_ids {tuple(input_ids.shape)}.")
         timings: dict[str, float] = {}
         t0 = self._now()
-        feats = self.image_features(pixel_values) if image_features is None else image_features
+        feats = self.image_features(inputs) if image_features is None else image_features
         timings["vision"] = self._now() - t0
         spec = self.spec
         offset = image_span(input_ids[0].tolist(), spec.image_token_id, spec.num_visual_tokens)
         seq = input_ids.shape[1]
         t0 = self._now()
+        input_ids = input_ids.to(self.device)
         hidden = self.embed(input_ids, feats)
-        cache = _new_cache(self.text_config)
-        positions = torch.arange(seq, device=self.device).unsqueeze(0)
+        cache = _new_cache(self.lm.config)
+        positions = self.family.position_ids(input_ids, spec)
         with self._capture_layer() as captured:
             hidden = self._run_layers(hidden, positions, cache, range(0, self.layer + 1), seq)
         timings["prefill_head"] = self._now() - t0
-        kept_visual: list[int] | None = None
-        scores = None
+        kept_visual, scores = None, None
         t0 = self._now()
         if self.prune:
-            kept_visual, scores = self.select(captured, offset)
-            keep_pos = list(range(offset)) + [offset + i for i in kept_visual] + list(
-                range(offset + spec.num_visual_tokens, seq)
-            )
+            kept_visual, scores = self.select(captured, offset, positions)
+            keep_pos = list(range(offset)) + [offset + i for i in kept_visual] + list(range(offset + spec.num_visual_tokens, seq))
             index = torch.tensor(keep_pos, device=self.device)
-            hidden = hidden[:, index]
-            positions = positions[:, index]
+            hidden, positions_kept = hidden[:, index], positions[..., index]
+        else:
+            positions_kept = positions
         timings["prune"] = self._now() - t0
         t0 = self._now()
-        hidden = self._run_layers(hidden, positions, cache, range(self.layer + 1, spec.num_layers), hidden.shape[1])
-        hidden = self.lm.norm(hidden)
-        logits = self.model.lm_head(hidden[:, -1:, :])[:, -1]
+        hidden = self._run_layers(hidden, positions_kept, cache, range(self.layer + 1, spec.num_layers), hidden.shape[1])
+        logits = self.lm_head(self.lm.norm(hidden)[:, -1:, :])[:, -1]
         timings["prefill_tail"] = self._now() - t0
-        return PrefillResult(
-            logits=logits,
-            cache=cache,
-            next_position=seq,
-            kept_indices=kept_visual,
-            prompt_length=seq,
-            kept_length=int(hidden.shape[1]),
-            timings=timings,
-            scores=scores,
-        )
+        return PrefillResult(logits=logits, cache=cache, next_position=int(positions.max()) + 1, kept_indices=kept_visual,
+                             prompt_length=seq, kept_length=int(hidden.shape[1]), timings=timings, scores=scores)
 
     @torch.no_grad()
     def decode_step(self, state: PrefillResult, token_id: int, step: int) -> torch.Tensor:
         """Logits ``(1, vocab)`` after feeding ``token_id`` as the ``step``-th new token (0-based)."""
-        ids = torch.tensor([[token_id]], device=self.device)
-        hidden = self.lm.embed_tokens(ids)
-        position = torch.tensor([[state.next_position + step]], device=self.device)
+        hidden = self.lm.embed_tokens(torch.tensor([[token_id]], device=self.device))
+        position = self.family.decode_position_ids(torch.tensor([[state.next_position + step]], device=self.device))
         lengths = cache_layer_lengths(state.cache)
         hidden = self._run_layers(hidden, position, state.cache, range(0, self.layer + 1), lengths[0] + 1)
-        hidden = self._run_layers(
-            hidden, position, state.cache, range(self.layer + 1, self.spec.num_layers), lengths[self.layer + 1] + 1
-        )
-        hidden = self.lm.norm(hidden)
-        return self.model.lm_head(hidden)[:, -1]
+        if self.layer + 1 < self.spec.num_layers:
+            hidden = self._run_layers(hidden, position, state.cache, range(self.layer + 1, self.spec.num_layers),
+                                      lengths[self.layer + 1] + 1)
+        return self.lm_head(self.lm.norm(hidden))[:, -1]
 
     # ------------------------------------------------------------------ helpers
     def _now(self) -> float:
-        """A timestamp after the device's queued work is done, so stage timings are real on GPUs."""
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter()
+        return device_now(self.device)
 
     @property
     def device(self) -> torch.device:
         return self.lm.embed_tokens.weight.device
 
-    @property
-    def vision_dtype(self) -> torch.dtype:
-        return next(self.model.model.vision_tower.parameters()).dtype
+
+def device_now(device: torch.device) -> float:
+    """A timestamp after the device's queued work is done, so stage timings are real on GPUs."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def _new_cache(text_config: Any) -> Any:
+    from transformers import DynamicCache
+
+    return DynamicCache(config=text_config)

@@ -1,83 +1,83 @@
-"""Static, preallocated KV buffers sized by the export: full prompt below the pruning layer, kept prompt above.
+"""The static KV cache: preallocated buffers sized by the export, on the host (numpy) or a device (torch).
 
-One :class:`HostKVCache` holds a (1, kv_heads, capacity, head_dim) key and value buffer per layer.
-Buffers are allocated once and reused by every generation; prefill copies the prompt's keys/values
-into slots ``[0, length)`` and each decode step writes one slot in place.
+One (1, kv_heads, capacity, head_dim) key and value buffer per layer: ``capacity_head`` slots for layers
+0..K (the full prompt), ``capacity_tail`` after (the kept prompt), plus room for the new tokens.
+Buffers are allocated once per generation state and reused; prefill copies the prompt's keys/values
+into slots ``[0, length)`` and each decode step writes one slot in place. The same class serves every
+backend: only the allocator differs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
+from topv.artifact import names
+from topv.artifact.manifest import KVLayout
 from topv.errors import InternalError
 
+def torch_dtype(name: str) -> Any:
+    """The torch dtype of a numpy dtype name from the manifest (the one dtype map)."""
+    import torch
 
-@dataclass(frozen=True)
-class KVLayout:
-    """Shapes of the static cache, read from the manifest."""
+    table = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int64": torch.int64,
+             "int32": torch.int32, "int8": torch.int8, "uint8": torch.uint8, "bool": torch.bool}
+    if name not in table:
+        raise InternalError(f"no torch dtype for {name!r}")
+    return table[name]
 
-    num_layers: int
-    layer: int  # pruning layer K: layers 0..K use capacity_head
-    num_kv_heads: int
-    head_dim: int
-    capacity_head: int
-    capacity_tail: int
-    dtype: str  # numpy dtype name
+def numpy_allocator(shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    return np.zeros(shape, dtype=np.dtype(dtype))
 
-    @classmethod
-    def from_manifest(cls, manifest: dict[str, Any]) -> "KVLayout":
-        kv = manifest["kv_cache"]
-        return cls(
-            num_layers=kv["num_layers"],
-            layer=manifest["pruning"]["layer"],
-            num_kv_heads=kv["num_kv_heads"],
-            head_dim=kv["head_dim"],
-            capacity_head=kv["capacity_head"],
-            capacity_tail=kv["capacity_tail"],
-            dtype=kv["dtype"],
-        )
+def torch_allocator(device: Any) -> Callable[[tuple[int, ...], str], Any]:
+    import torch
 
-    def capacity(self, i: int) -> int:
-        return self.capacity_head if i <= self.layer else self.capacity_tail
+    return lambda shape, dtype: torch.zeros(shape, dtype=torch_dtype(dtype), device=device)
 
-    def shape(self, i: int) -> tuple[int, int, int, int]:
-        return (1, self.num_kv_heads, self.capacity(i), self.head_dim)
+class KVCache:
+    """KV buffers of one generation; ``length_head`` / ``length_tail`` are the filled slots (host ints)."""
 
-    def nbytes(self) -> int:
-        item = np.dtype(self.dtype).itemsize
-        return sum(2 * int(np.prod(self.shape(i))) * item for i in range(self.num_layers))
-
-
-class HostKVCache:
-    """KV buffers in host memory (numpy), for CPU backends."""
-
-    def __init__(self, layout: KVLayout) -> None:
+    def __init__(self, layout: KVLayout, allocate: Callable[[tuple[int, ...], str], Any] = numpy_allocator) -> None:
         self.layout = layout
-        self.keys = [np.zeros(layout.shape(i), dtype=layout.dtype) for i in range(layout.num_layers)]
-        self.values = [np.zeros(layout.shape(i), dtype=layout.dtype) for i in range(layout.num_layers)]
+        self.keys = [allocate(layout.shape(i), layout.dtype) for i in range(layout.num_layers)]
+        self.values = [allocate(layout.shape(i), layout.dtype) for i in range(layout.num_layers)]
         self.length_head = 0
         self.length_tail = 0
 
-    def write_prompt(self, i: int, key: np.ndarray, value: np.ndarray) -> None:
-        n = key.shape[2]
+    def length(self, i: int) -> int:
+        return self.length_head if i <= self.layout.layer else self.length_tail
+
+    def write_prompt(self, i: int, key: Any, value: Any) -> None:
+        """Copy a prefill's keys/values (1, kv_heads, n, head_dim) into slots [0, n) of layer ``i``."""
+        n = int(key.shape[2])
         if n > self.layout.capacity(i):
             raise InternalError(f"prompt of {n} tokens does not fit layer {i}'s {self.layout.capacity(i)} KV slots")
         self.keys[i][:, :, :n] = key
         self.values[i][:, :, :n] = value
 
-    def write_token(self, i: int, key: np.ndarray, value: np.ndarray) -> None:
-        slot = self.length_head if i <= self.layout.layer else self.length_tail
-        if slot >= self.layout.capacity(i):
-            raise InternalError(f"layer {i}'s KV buffer ({self.layout.capacity(i)} slots) is full")
+    def write_token(self, i: int, key: Any, value: Any) -> None:
+        """Write one step's key/value (1, kv_heads, 1, head_dim) into the next free slot of layer ``i``."""
+        slot = self.length(i)
         self.keys[i][:, :, slot] = key[:, :, 0]
         self.values[i][:, :, slot] = value[:, :, 0]
 
-    def buffers(self) -> list[np.ndarray]:
-        """``past_key.0, past_value.0, past_key.1, ...`` in graph input order."""
-        out: list[np.ndarray] = []
-        for k, v in zip(self.keys, self.values):
-            out += [k, v]
-        return out
+    def write_step(self, outputs: dict[str, Any]) -> None:
+        """Write every layer's ``new_key.i`` / ``new_value.i`` of a decode step."""
+        for i in range(self.layout.num_layers):
+            key, value = names.kv_names("new", [i])
+            self.write_token(i, outputs[key], outputs[value])
+
+    def check_room(self) -> None:
+        """Raise if the next decode step has no free slot (the chain checks before every step)."""
+        for i in (0, self.layout.num_layers - 1):
+            if self.length(i) >= self.layout.capacity(i):
+                raise InternalError(f"layer {i}'s KV buffer ({self.layout.capacity(i)} slots) is full")
+
+    def feeds(self) -> dict[str, Any]:
+        """``{past_key.i: buffer, past_value.i: buffer}`` in the decode step's input order."""
+        pairs = [b for pair in zip(self.keys, self.values) for b in pair]
+        return dict(zip(names.kv_names("past", range(self.layout.num_layers)), pairs))
+
+    def buffers(self) -> list[Any]:
+        return list(self.feeds().values())

@@ -1,18 +1,20 @@
-"""``Pipeline``: the same generation API over every backend (ONNX Runtime CPU/CUDA, TensorRT, PyTorch).
+"""``Pipeline``: prompt and image in, tokens out, on any backend (ONNX Runtime CPU/CUDA, TensorRT, PyTorch).
 
     pipe = Pipeline.load("out/llava-topv", backend="ort-cpu")
     result = pipe.generate("scene.png", "What colour is the square?", max_new_tokens=16)
     for piece in pipe.generate("scene.png", "Describe it.", stream=True):
         print(piece, end="", flush=True)
 
-The prompt goes through the exported folder's own processor and chat template (``topv.inputs``), the
-image through its image processor; token choice is ``topv.generation.sampling``, shared with the
-PyTorch reference, so a backend that reproduces the reference's logits reproduces its tokens.
+The prompt goes through the exported folder's own processor (its family's chat template and image-token
+expansion), the graphs through :class:`~topv.runtime.chain.GraphChain` on the chosen backend; token
+choice is ``topv.sampling``, shared with the PyTorch reference, so a backend that reproduces the
+reference's logits reproduces its tokens.
 """
 
 from __future__ import annotations
 
 import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +22,14 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from topv.errors import ArtifactError, InputError, PromptTooLongError
-from topv.generation.sampling import SamplingConfig, TokenSampler, check_max_new_tokens, stop_ids
-from topv.inputs import encode, image_span
-from topv.manifest import read_manifest, verify_files
-
-BACKENDS = ("ort-cpu", "ort-cuda", "trt", "torch")
+from topv.artifact.manifest import Manifest, read_manifest, verify_folder
+from topv.errors import ArtifactError, BusyError, InputError, PromptTooLongError
+from topv.families import Processor, get_family
+from topv.inputs import image_span
+from topv.runtime.backends import backend_class
+from topv.runtime.backends.base import Backend, BackendOptions
+from topv.runtime.chain import ChainState, GraphChain
+from topv.sampling import SamplingConfig, TokenSampler, check_max_new_tokens, stop_ids
 
 
 @dataclass
@@ -36,8 +40,9 @@ class RunResult:
         text: the answer (special tokens removed).
         token_ids: the new tokens; a stop token, when reached, is the last one.
         kept_indices: kept positions within the visual tokens, or None without pruning.
-        timings: seconds per stage: ``vision``, ``prefill_head``, ``prune``, ``prefill_tail``,
-            ``decode`` (a list, one per step), ``ttft`` (image in -> first token chosen), ``total``.
+        timings: seconds per stage: ``preprocess``, ``vision``, ``prefill_head``, ``prune``, ``prefill_tail``,
+            ``decode`` (a list, one per step), ``ttft`` (``generate`` called -> first token chosen, preprocessing
+            included) and ``total``.
         prompt_length / kept_length: prompt tokens before pruning / held by layers after K.
     """
 
@@ -49,27 +54,22 @@ class RunResult:
     kept_length: int = 0
 
     def timings_ms(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in self.timings.items():
-            out[key] = [round(v * 1e3, 3) for v in value] if isinstance(value, list) else round(value * 1e3, 3)
-        return out
+        return {k: [round(x * 1e3, 3) for x in v] if isinstance(v, list) else round(v * 1e3, 3) for k, v in self.timings.items()}
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "text": self.text,
-            "token_ids": self.token_ids,
-            "kept_indices": self.kept_indices,
-            "timings_ms": self.timings_ms(),
-            "prompt_length": self.prompt_length,
-            "kept_length": self.kept_length,
-        }
+        return {"text": self.text, "token_ids": self.token_ids, "kept_indices": self.kept_indices,
+                "timings_ms": self.timings_ms(), "prompt_length": self.prompt_length, "kept_length": self.kept_length}
 
 
 class TextStream:
-    """Iterator over text pieces of a streaming generation; ``.result`` is set when it is exhausted."""
+    """Iterator over text pieces of a streaming generation; ``.result`` is set when it is exhausted.
 
-    def __init__(self, pieces: Iterator[str | RunResult]) -> None:
+    Closing it (or dropping the last reference to it) ends the generation and gives its KV state back.
+    """
+
+    def __init__(self, pieces: Iterator[str | RunResult], lease: "_Lease") -> None:
         self._pieces = pieces
+        self._lease = lease
         self.result: RunResult | None = None
 
     def __iter__(self) -> "TextStream":
@@ -84,9 +84,30 @@ class TextStream:
             return item
 
     def close(self) -> None:
-        close = getattr(self._pieces, "close", None)
-        if close:
-            close()
+        """End the generation early and give its KV state back (also when it was never started)."""
+        self._pieces.close()
+        self._lease.release()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class _Lease:
+    """One KV state taken from a pipeline's pool; :meth:`release` gives it back exactly once."""
+
+    def __init__(self, pipeline: "Pipeline", state: ChainState) -> None:
+        self.pipeline, self.state, self.thread, self.done = pipeline, state, threading.get_ident(), False
+        with pipeline._lock:
+            pipeline._holders[self.thread] = pipeline._holders.get(self.thread, 0) + 1
+
+    def release(self) -> None:
+        pipeline = self.pipeline
+        with pipeline._lock:
+            if self.done:
+                return
+            self.done = True
+            pipeline._holders[self.thread] -= 1
+        pipeline._states.put(self.state)
 
 
 class _Incremental:
@@ -104,103 +125,69 @@ class _Incremental:
         return piece
 
 
-def _make_executor(folder: Path, manifest: dict[str, Any], backend: str, threads: int | None, device: str | None,
-                   model_dir: str | Path | None = None, verify_checksums: bool = True) -> Any:
-    if backend == "ort-cpu":
-        from topv.runtime.ort_executor import OrtCpuExecutor
-
-        return OrtCpuExecutor(folder, manifest, threads=threads)
-    if backend == "ort-cuda":
-        from topv.runtime.ort_cuda_executor import OrtCudaExecutor
-
-        return OrtCudaExecutor(folder, manifest, threads=threads, device=device)
-    if backend == "trt":
-        from topv.engines.runtime import TrtExecutor
-
-        from topv.config import trt_cuda_graph
-
-        return TrtExecutor(folder, manifest, device=device, cuda_graph=trt_cuda_graph(), verify_checksums=verify_checksums)
-    if backend == "torch":
-        from topv.runtime.torch_executor import TorchExecutor
-
-        return TorchExecutor(folder, manifest, threads=threads, device=device, model_dir=model_dir)
-    raise InputError(f"Unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}.")
-
-
 class Pipeline:
     """A loaded export folder, ready to generate. Create with :meth:`load`.
 
-    Thread-safe: each generation takes one of ``max_concurrency`` preallocated KV states (default 1,
-    so concurrent calls run one after another and give the tokens they would give alone).
+    Thread-safe: each generation takes one of ``max_concurrency`` preallocated KV states (default 1, so
+    concurrent calls from several threads run one after another and give the tokens they would give alone).
     """
 
-    def __init__(self, folder: Path, manifest: dict[str, Any], executor: Any, processor: Any, backend: str, max_concurrency: int) -> None:
-        self.folder = folder
-        self.manifest = manifest
-        self.executor = executor
-        self.processor = processor
-        self.backend = backend
-        spec = manifest["model"]["spec"]
-        self.image_token_id = spec["image_token_id"]
-        self.num_visual_tokens = spec["num_visual_tokens"]
-        self.max_prompt_tokens = manifest["static_shapes"]["max_prompt_tokens"]
-        self.max_new_tokens = manifest["static_shapes"]["max_new_tokens"]
-        self.stop_ids = stop_ids(manifest["generation"].get("eos_token_id"))
-        self._states: queue.Queue = queue.Queue()
+    def __init__(self, folder: Path, manifest: Manifest, backend: Backend, processor: Processor,
+                 max_concurrency: int = 1, wait_seconds: float = 300.0) -> None:
+        self.folder, self.manifest, self.backend, self.processor = folder, manifest, backend, processor
+        self.chain = GraphChain(backend, manifest.kv, manifest.shapes, manifest.pruning.enabled)
+        self.stop_ids = stop_ids(manifest.eos_token_ids)
+        self.wait_seconds = wait_seconds
+        self._states: queue.Queue[ChainState] = queue.Queue()
+        self._lock = threading.Lock()
+        self._holders: dict[int, int] = {}  # thread id -> KV states it holds
         for _ in range(max_concurrency):
-            self._states.put(executor.new_state())
+            self._states.put(self.chain.new_state())
+        self.max_concurrency = max_concurrency
 
     @classmethod
-    def load(
-        cls,
-        folder: str | Path,
-        backend: str = "ort-cpu",
-        *,
-        threads: int | None = None,
-        device: str | None = None,
-        verify_checksums: bool = True,
-        max_concurrency: int = 1,
-        model_dir: str | Path | None = None,
-    ) -> "Pipeline":
-        """Open an export folder: check the manifest and checksums, open the sessions, allocate the KV buffers.
+    def load(cls, folder: str | Path, backend: str = "ort-cpu", *, threads: int | None = None, device: str | None = None,
+             verify_checksums: bool = True, max_concurrency: int = 1, model_dir: str | Path | None = None,
+             cuda_graph: bool | None = None, wait_seconds: float = 300.0) -> "Pipeline":
+        """Open an export folder: check the manifest and files, open the backend, allocate the KV states.
 
         Args:
             backend: ``ort-cpu``, ``ort-cuda``, ``trt`` or ``torch``.
             threads: CPU threads (ONNX Runtime intra-op / torch); default all available cores.
             device: ``cuda:0`` style device for GPU backends (and ``torch``).
-            verify_checksums: check every file's SHA-256 (sizes are always checked).
+            verify_checksums: check every file's SHA-256 (sizes and confinement are always checked).
             max_concurrency: KV states preallocated; that many generations run at once.
             model_dir: the Hugging Face checkpoint for the ``torch`` backend (default: the manifest's source).
+            cuda_graph: capture the decode step as a CUDA graph (GPU backends; default ``TOPV_CUDA_GRAPH``).
+            wait_seconds: how long a generation waits for a free KV state before raising ``BusyError``.
 
         Raises:
             ArtifactError / ChecksumMismatchError / IncompatibleArtifactError: the folder is unusable.
             BackendUnavailableError: the backend's library is not installed.
         """
-        if backend not in BACKENDS:
-            raise InputError(f"Unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}.")
-        if not isinstance(max_concurrency, int) or max_concurrency < 1:
+        cls_ = backend_class(backend)
+        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
             raise InputError(f"max_concurrency must be an integer >= 1; got {max_concurrency!r}.")
         folder = Path(folder)
         manifest = read_manifest(folder)
-        verify_files(folder, manifest, checksums=verify_checksums)
-        processor = _load_processor(folder / manifest["processor"]["folder"])
-        executor = _make_executor(folder, manifest, backend, threads, device, model_dir, verify_checksums)
-        return cls(folder, manifest, executor, processor, backend, max_concurrency)
+        if not (manifest.validation or {}).get("ok"):
+            raise ArtifactError(
+                f"{str(folder)!r} was never validated (an export that was interrupted or failed its checks); "
+                "re-export the model."
+            )
+        verify_folder(folder, manifest, checksums=verify_checksums)
+        processor = get_family(manifest.spec.family).load_processor(folder / manifest.processor_folder)
+        options = BackendOptions(threads=threads, device=device, cuda_graph=cuda_graph, model_dir=model_dir)
+        return cls(folder, manifest, cls_.load(folder, manifest, options), processor, max_concurrency, wait_seconds)
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
 
     # ------------------------------------------------------------------ generation
-    def generate(
-        self,
-        image: Any,
-        prompt: str,
-        *,
-        max_new_tokens: int | None = None,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        seed: int = 0,
-        stream: bool = False,
-        stop_token_ids: list[int] | None = None,
-        ignore_eos: bool = False,
-    ) -> RunResult | TextStream:
+    def generate(self, image: Any, prompt: str, *, max_new_tokens: int | None = None, temperature: float = 0.0,
+                 top_p: float = 1.0, seed: int = 0, stream: bool = False, stop_token_ids: list[int] | None = None,
+                 ignore_eos: bool = False) -> RunResult | TextStream:
         """Answer ``prompt`` about ``image``.
 
         Args:
@@ -211,64 +198,80 @@ class Pipeline:
             stream: return a :class:`TextStream` of text pieces instead of a :class:`RunResult`.
             stop_token_ids: extra stop tokens besides the model's eos.
             ignore_eos: generate exactly ``max_new_tokens`` (benchmarks).
+
+        Raises:
+            InputError (ImageError, PromptTooLongError, ...): the request cannot be run; nothing was started.
+            BusyError: every KV state stays in use (see ``max_concurrency``).
         """
-        max_new = self.max_new_tokens if max_new_tokens is None else check_max_new_tokens(max_new_tokens)
-        if max_new > self.max_new_tokens:
+        t_start = time.perf_counter()
+        limit = self.manifest.shapes.max_new_tokens
+        max_new = limit if max_new_tokens is None else check_max_new_tokens(max_new_tokens)
+        if max_new > limit:
             raise InputError(
-                f"max_new_tokens={max_new} exceeds the {self.max_new_tokens} new tokens this folder's static KV cache "
-                f"was exported for; re-export with --max-new-tokens {max_new} or ask for fewer."
+                f"max_new_tokens={max_new} exceeds the {limit} new tokens this folder's static KV cache was exported "
+                f"for; ask for at most {limit}, or re-export with --max-new-tokens {max_new}."
             )
-        sampling = SamplingConfig(do_sample=temperature > 0, temperature=temperature, top_p=top_p, seed=seed)
-        inputs = self._encode(image, prompt)  # errors surface here, before any state is taken
-        events = self._run(inputs, max_new, sampling, stop_token_ids, ignore_eos)
+        sampling = SamplingConfig(temperature=temperature, top_p=top_p, seed=seed)
+        inputs = self.prepare_inputs(image, prompt)  # errors surface here, before any state is taken
+        inputs["preprocess"] = time.perf_counter() - t_start
+        lease = _Lease(self, self._take_state())
+        events = self._run(lease, inputs, max_new, sampling, stop_token_ids, ignore_eos, t_start)
         if stream:
-            return TextStream(events)
+            return TextStream(events, lease)
         result = None
         for item in events:
-            if isinstance(item, RunResult):
-                result = item
-        assert result is not None
+            result = item if isinstance(item, RunResult) else result
         return result
 
-    def _encode(self, image: Any, prompt: str) -> dict[str, np.ndarray]:
-        t0 = time.perf_counter()
-        inputs = encode(self.processor, image, prompt, return_tensors="np")
-        input_ids = np.asarray(inputs["input_ids"], dtype=np.int64)
-        length = input_ids.shape[1]
-        if length > self.max_prompt_tokens:
-            raise PromptTooLongError(
-                f"The prompt is {length} tokens ({self.num_visual_tokens} of them visual) but this folder was exported "
-                f"for at most {self.max_prompt_tokens}; shorten the question or re-export with "
-                f"--max-prompt-tokens {length} (or more)."
-            )
-        image_span(input_ids[0], self.image_token_id, self.num_visual_tokens)
-        dtype = self.manifest["graphs"]["vision"]["inputs"][0]["dtype"]
-        return {
-            "input_ids": input_ids,
-            "pixel_values": np.ascontiguousarray(inputs["pixel_values"], dtype=np.dtype(dtype)),
-            "preprocess": time.perf_counter() - t0,
-        }
-
-    def _run(
-        self, inputs: dict[str, Any], max_new: int, sampling: SamplingConfig, extra_stops: list[int] | None,
-        ignore_eos: bool = False,
-    ) -> Iterator[str | RunResult]:
-        stops = frozenset() if ignore_eos else self.stop_ids | set(extra_stops or ())
-        sampler = TokenSampler(sampling)
-        detok = _Incremental(getattr(self.processor, "tokenizer", self.processor))
-        state = self._states.get()
+    def _take_state(self) -> ChainState:
         try:
-            t_start = time.perf_counter()
+            return self._states.get_nowait()
+        except queue.Empty:
+            pass
+        if self._holders.get(threading.get_ident(), 0):
+            raise BusyError(
+                f"All {self.max_concurrency} KV state(s) of this Pipeline are in use and this thread holds one in an "
+                "unfinished stream, so waiting would never end. Finish or close() that stream first, or load the "
+                "Pipeline with a larger max_concurrency."
+            )
+        try:
+            return self._states.get(timeout=self.wait_seconds)
+        except queue.Empty:
+            raise BusyError(
+                f"All {self.max_concurrency} KV state(s) of this Pipeline stayed in use for {self.wait_seconds:.0f} s "
+                "(an unfinished stream holds one until it is read to the end or closed); retry later, or load the "
+                "Pipeline with a larger max_concurrency."
+            ) from None
+
+    def prepare_inputs(self, image: Any, prompt: str) -> dict[str, Any]:
+        """``input_ids`` and ``pixel_values`` (in the vision graph's dtype) for a request, checked against the export."""
+        inputs = self.processor.encode(image, prompt)
+        input_ids = inputs["input_ids"]
+        length, shapes, spec = int(input_ids.shape[1]), self.manifest.shapes, self.manifest.spec
+        if length > shapes.max_prompt_tokens:
+            raise PromptTooLongError(
+                f"The prompt is {length} tokens ({spec.num_visual_tokens} of them visual) but this folder was exported "
+                f"for at most {shapes.max_prompt_tokens}; shorten the question or re-export with --max-prompt-tokens "
+                f"{length} (or more)."
+            )
+        image_span(input_ids[0], spec.image_token_id, spec.num_visual_tokens)
+        dtype = np.dtype(self.manifest.graphs["vision"].inputs[0].dtype)
+        return {"input_ids": input_ids, "pixel_values": np.ascontiguousarray(inputs["pixel_values"], dtype=dtype)}
+
+    def _run(self, lease: _Lease, inputs: dict[str, Any], max_new: int, sampling: SamplingConfig,
+             extra_stops: list[int] | None, ignore_eos: bool, t_start: float) -> Iterator[str | RunResult]:
+        state = lease.state
+        try:
+            stops = frozenset() if ignore_eos else self.stop_ids | set(extra_stops or ())
+            sampler, detok = TokenSampler(sampling), _Incremental(self.processor.tokenizer)
             timings: dict[str, Any] = {"preprocess": inputs["preprocess"]}
             t0 = time.perf_counter()
-            features = self.executor.vision(inputs["pixel_values"])
+            features = self.chain.vision(inputs["pixel_values"])
+            self.backend.synchronize()
             timings["vision"] = time.perf_counter() - t0
-            out = self.executor.prefill(state, inputs["input_ids"], features)
-            timings.update(out["timings"])
-            logits = out["logits"]
-            prompt_length = int(inputs["input_ids"].shape[1])
-            tokens: list[int] = []
-            decode_times: list[float] = []
+            out = self.chain.prefill(state, inputs["input_ids"], features)
+            timings.update(out.timings)
+            logits, tokens, decode_times = out.logits, [], []
             timings["decode"] = decode_times
             for step in range(max_new):
                 token = sampler(logits)
@@ -281,37 +284,16 @@ class Pipeline:
                 if token in stops or step == max_new - 1:
                     break
                 t0 = time.perf_counter()
-                logits = self.executor.decode(state, token, prompt_length + step)
+                logits = self.chain.decode(state, token)
                 decode_times.append(time.perf_counter() - t0)
             timings["total"] = time.perf_counter() - t_start
-            tokenizer = getattr(self.processor, "tokenizer", self.processor)
-            yield RunResult(
-                text=tokenizer.decode(tokens, skip_special_tokens=True),
-                token_ids=tokens,
-                kept_indices=out["kept_indices"],
-                timings=timings,
-                prompt_length=prompt_length,
-                kept_length=out["kept_length"],
-            )
+            yield RunResult(text=self.processor.tokenizer.decode(tokens, skip_special_tokens=True), token_ids=tokens,
+                            kept_indices=out.kept_indices, timings=timings, prompt_length=out.prompt_length,
+                            kept_length=out.kept_length)
         finally:
-            self._states.put(state)
+            lease.release()
 
     # ------------------------------------------------------------------ introspection
     @property
     def kv_cache_bytes(self) -> int:
-        return int(self.manifest["kv_cache"]["bytes"])
-
-
-def _load_processor(path: Path) -> Any:
-    try:
-        from transformers import AutoProcessor
-    except ImportError as exc:
-        from topv.errors import BackendUnavailableError
-
-        raise BackendUnavailableError(
-            "transformers is needed to read the exported tokenizer and image processor; `pip install transformers`."
-        ) from exc
-    if not path.is_dir():
-        raise ArtifactError(f"The processor folder {str(path)!r} is missing; re-export the model.")
-    return AutoProcessor.from_pretrained(str(path), local_files_only=True)
-
+        return self.manifest.kv.nbytes

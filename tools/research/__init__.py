@@ -1,0 +1,1 @@
+"""Tools outside the wheel: run from the repository root with python -m tools.<package>.<module>."""

@@ -1,0 +1,76 @@
+"""Running the export's self-check (``topv.export.validate``) on a finished, not yet published folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from topv.artifact.manifest import read_manifest
+from topv.export import validate as v
+from topv.runtime.backends.base import BackendOptions
+
+
+def open_exported(folder: Path, job: Any, *, quantized: bool = False) -> Any:
+    """A :class:`Pipeline` over the exported graphs with ONNX Runtime (CPU, or CUDA for ``--device cuda``)."""
+    from topv.runtime.pipeline import Pipeline
+
+    manifest = read_manifest(folder)
+    on_gpu = job.options.device.startswith("cuda") and not quantized
+    if on_gpu:
+        from topv.runtime.backends.ort_cuda.backend import OrtCudaBackend as cls
+    else:
+        from topv.runtime.backends.ort.backend import OrtBackend as cls
+    options = BackendOptions(threads=job.options.threads, device=job.options.device if on_gpu else None, cuda_graph=False)
+    return Pipeline(folder, manifest, cls.load(folder, manifest, options), job.processor)
+
+
+def reference_greedy(job: Any, inputs: dict[str, Any], steps: int) -> tuple[list[int], list[np.ndarray], list[int] | None]:
+    """The reference pipeline's greedy tokens, its logits before each of them, and its kept indices."""
+    import torch
+
+    from topv.reference.pipeline import ReferencePipeline
+    from topv.sampling import stop_ids
+
+    ref = ReferencePipeline(job.model, layer=job.layer, keep=job.keep, method="topv", config=job.options.config, spec=job.spec)
+    stops = stop_ids(job.model.generation_config.eos_token_id if job.model.generation_config else None)
+    with torch.no_grad():
+        state = ref.prefill(torch.from_numpy(inputs["input_ids"]), inputs)
+        logits, tokens = [state.logits[0].float().cpu().numpy()], []
+        for step in range(steps):
+            tokens.append(int(np.argmax(logits[-1])))
+            if tokens[-1] in stops or step == steps - 1:
+                break
+            logits.append(ref.decode_step(state, tokens[-1], step)[0].float().cpu().numpy())
+    return tokens, logits, state.kept_indices
+
+
+def validate_export(folder: Path, job: Any, recorder: Any) -> dict[str, Any]:
+    """Graphs vs modules, modules vs reference, generation vs reference; writes ``validation.json``."""
+    from topv.reference.pipeline import ReferencePipeline
+
+    dtype = job.options.dtype
+    pipe = open_exported(folder, job)
+    checks = v.check_graphs(pipe.backend, recorder.calls, dtype)
+    reference = ReferencePipeline(job.model, layer=job.layer, keep=job.keep, method="topv", config=job.options.config, spec=job.spec)
+    ref_checks = v.check_against_reference(reference, recorder.calls, job.samples[0], dtype)
+    lines = v.graph_lines(checks + ref_checks) + [c.line() for c in checks + ref_checks if not c.ok]
+    ok = all(c.ok for c in checks + ref_checks)
+    generation: dict[str, Any] = {"skipped": True}
+    steps = min(job.options.validate_tokens, job.shapes.max_new_tokens)
+    if steps:
+        inputs = job.samples[0]
+        want_tokens, want_logits, want_kept = reference_greedy(job, inputs, steps)
+        got = pipe.generate(job.image, job.options.sample_prompt, max_new_tokens=steps)
+        forced, _ = v.teacher_forced_logits(pipe, inputs, want_tokens)
+        generation, gen_lines, gen_ok = v.generation_check(got.token_ids, got.kept_indices, forced, want_tokens, want_kept,
+                                                           want_logits, dtype)
+        generation["prompt"] = job.options.sample_prompt
+        lines += gen_lines
+        ok = ok and gen_ok
+    report = {"ok": ok, "dtype": dtype, "graphs": v.summary(checks), "reference": v.summary(ref_checks),
+              "generation": generation, "lines": lines}
+    (folder / "validation.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report

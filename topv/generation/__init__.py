@@ -1,1 +1,0 @@
-"""Token sampling and stop rules shared by the PyTorch reference and every runtime backend."""

@@ -1,1 +1,0 @@
-"""Model families topv supports, their geometry, and random-weight model builders for tests/benchmarks."""

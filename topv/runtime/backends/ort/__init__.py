@@ -1,0 +1,1 @@
+"""``ort-cpu``: ONNX Runtime's CPU provider over host (numpy) buffers."""

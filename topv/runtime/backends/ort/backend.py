@@ -1,0 +1,88 @@
+"""``ort-cpu``: every graph in an ONNX Runtime CPU session; the decode step bound once with IOBinding.
+
+The static KV buffers, the four small decode inputs and the decode outputs are numpy arrays wrapped
+(not copied) as OrtValues, so a step costs one ``run_with_iobinding`` plus a one-slot write per layer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from topv.artifact import names as n
+from topv.artifact.manifest import Manifest
+from topv.errors import BackendUnavailableError
+from topv.runtime.backends.base import Backend, BackendOptions, DecodeStep
+from topv.runtime.backends.ort.session import import_onnxruntime, open_session, session_options
+from topv.runtime.kv import KVCache
+
+
+class OrtBackend(Backend):
+    name = "ort-cpu"
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+
+    def __init__(self, manifest: Manifest, sessions: dict[str, Any]) -> None:
+        super().__init__(manifest.kv)
+        self.manifest = manifest
+        self.sessions = sessions
+        self.inputs = {g: [i.name for i in s.get_inputs()] for g, s in sessions.items()}
+        self.outputs = {g: [o.name for o in s.get_outputs()] for g, s in sessions.items()}
+
+    @classmethod
+    def load(cls, folder: Path, manifest: Manifest, options: BackendOptions) -> "OrtBackend":
+        ort = import_onnxruntime()
+        missing = [p for p in cls.providers if p not in ort.get_available_providers()]
+        if missing:
+            raise BackendUnavailableError(
+                f"ONNX Runtime here offers {ort.get_available_providers()}, not {missing}; install the matching onnxruntime package."
+            )
+        opts = session_options(options.threads)
+        sessions = {g: open_session(Path(folder) / info.file, opts, list(cls.providers)) for g, info in manifest.graphs.items()}
+        return cls(manifest, sessions)
+
+    def run(self, graph: str, feeds: dict[str, Any], axes: dict[str, int]) -> dict[str, Any]:
+        feeds = {name: feeds[name] for name in self.inputs[graph]}  # an input a graph does not use is not in it
+        return dict(zip(self.outputs[graph], self.sessions[graph].run(None, feeds)))
+
+    def asarray(self, array: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(array)
+
+    def numpy(self, value: Any) -> np.ndarray:
+        return np.asarray(value)
+
+    def new_cache(self) -> KVCache:
+        return KVCache(self.kv)
+
+    def decoder(self, cache: KVCache) -> DecodeStep:
+        ort = import_onnxruntime()
+        session = self.sessions[n.DECODE_STEP]
+        kv = self.kv
+        small = {name: np.zeros((1, 1) if name in (n.INPUT_IDS, n.POSITION_IDS) else (1,), dtype=np.int64)
+                 for name in (n.INPUT_IDS, n.POSITION_IDS, n.PAST_LENGTH_HEAD, n.PAST_LENGTH_TAIL)}
+        logits = np.zeros((1, self.manifest.spec.vocab_size), dtype=np.float32)
+        new = {name: np.zeros((1, kv.num_kv_heads, 1, kv.head_dim), dtype=kv.dtype) for name in n.kv_names("new", range(kv.num_layers))}
+        binding = session.io_binding()
+        keep = []  # OrtValues must outlive the binding
+        feeds = {**small, **cache.feeds()}
+        for name in self.inputs[n.DECODE_STEP]:
+            keep.append(ort.OrtValue.ortvalue_from_numpy(feeds[name]))
+            binding.bind_ortvalue_input(name, keep[-1])
+        for name, array in {n.LOGITS: logits, **new}.items():
+            keep.append(ort.OrtValue.ortvalue_from_numpy(array))
+            binding.bind_ortvalue_output(name, keep[-1])
+
+        def step(token: int, position: int) -> np.ndarray:
+            small[n.INPUT_IDS][0, 0], small[n.POSITION_IDS][0, 0] = token, position
+            small[n.PAST_LENGTH_HEAD][0], small[n.PAST_LENGTH_TAIL][0] = cache.length_head, cache.length_tail
+            session.run_with_iobinding(binding)
+            cache.write_step(new)
+            _ = keep
+            return logits[0].copy()
+
+        return step
+
+    def input_shapes(self, graph: str) -> dict[str, list[Any]]:
+        """The session's declared input shapes (ints or symbolic names)."""
+        return {i.name: list(i.shape) for i in self.sessions[graph].get_inputs()}

@@ -1,0 +1,61 @@
+"""ONNX Runtime sessions: the import with an install hint, thread settings, and typed loading errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from topv.errors import ArtifactError, BackendUnavailableError
+
+
+def default_threads() -> int:
+    """``TOPV_THREADS`` if set, else every core this process may run on."""
+    from topv.config import default_threads as from_env
+
+    configured = from_env()
+    if configured:
+        return configured
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def import_onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            "onnxruntime is not installed; install it with `pip install onnxruntime` (CPU) or "
+            "`pip install onnxruntime-gpu` (CUDA), or use backend='torch'."
+        ) from exc
+    return onnxruntime
+
+
+def session_options(threads: int | None = None) -> Any:
+    """Explicit threads and no spinning: idle ONNX Runtime threads otherwise spin and steal cores."""
+    ort = import_onnxruntime()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or default_threads()
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    opts.log_severity_level = 3
+    return opts
+
+
+def open_session(path: Path, options: Any, providers: list[Any]) -> Any:
+    """An ``InferenceSession``; a graph ONNX Runtime refuses (external data outside the folder, a damaged
+    file) is an :class:`ArtifactError` that names it."""
+    ort = import_onnxruntime()
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped exceptions; re-raised typed
+        text = str(exc).splitlines()[0][:400] if str(exc) else type(exc).__name__
+        raise ArtifactError(
+            f"ONNX Runtime cannot load {path.name} ({text}). The graph is damaged, or refers to data outside the "
+            "export folder; re-export the model."
+        ) from None
