@@ -9,13 +9,12 @@ Public API:
     topv.token_importance(source, target, grid_hw, config)
     topv.select_tokens(scores, keep, config)
     topv.generate(model, processor, image, prompt, *, keep=..., layer=..., method=...)
+    topv.Pipeline                   an exported folder on a backend (``Pipeline.load(folder, backend)``)
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from topv._lazy import lazy_attributes
 from topv._version import __version__
 from topv.pruning.config import TopVConfig  # dataclasses only: no torch import
 
@@ -28,19 +27,8 @@ _LAZY = {
     "generate": "topv.reference.generate",
     "GenerationResult": "topv.reference.generate",
     "load_model": "topv.reference.loading",
+    "Pipeline": "topv.runtime.pipeline",
 }
 
 __all__ = ["TopVConfig", "__version__", *_LAZY]
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'topv' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

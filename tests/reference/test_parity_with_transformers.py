@@ -16,6 +16,8 @@ CONFIGS = {
     "dinov2-llama-gqa-tied-4x4": LlavaShape(vision_model_type="dinov2", vision_feature_layer=-1, image_size=56, patch_size=14,
                                             hidden_size=96, num_heads=6, num_kv_heads=2, tie_word_embeddings=True,
                                             initializer_range=0.2),
+    "siglip-mistral-gqa-full-4x4": LlavaShape(vision_model_type="siglip_vision_model", vision_feature_select_strategy="full",
+                                              text_model_type="mistral", num_kv_heads=2, initializer_range=0.2),
 }
 
 

@@ -8,6 +8,7 @@ topv read, hash or run anything outside it.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -26,6 +27,20 @@ class FileRecord:
 
     def to_json(self) -> dict[str, Any]:
         return {"sha256": self.sha256, "bytes": self.bytes}
+
+
+def read_json(path: Path, *, missing: str, damaged: str) -> Any:
+    """A JSON file's content; ``missing`` / ``damaged`` say what to do when it is absent or not JSON.
+
+    Raises:
+        ArtifactError: the file is missing, unreadable or not JSON.
+    """
+    if not path.is_file():
+        raise ArtifactError(missing)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path} is not valid JSON ({exc}). {damaged}") from None
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:

@@ -28,7 +28,7 @@ from typing import Any
 
 from topv._version import ARTIFACT_FORMAT, __version__
 from topv.artifact import names
-from topv.artifact.files import MANIFEST_NAME, FileRecord, check_relative, inside, verify_files
+from topv.artifact.files import MANIFEST_NAME, FileRecord, check_relative, inside, read_json, verify_files
 from topv.errors import ArtifactError, IncompatibleArtifactError
 from topv.pruning.config import TopVConfig
 from topv.spec import ModelSpec
@@ -360,16 +360,9 @@ def read_manifest(folder: str | Path) -> Manifest:
     if not folder.is_dir():
         what = "does not exist" if not folder.exists() else "is not a folder"
         raise ArtifactError(f"{str(folder)!r} {what}; pass the OUT_DIR written by topv-export.")
-    path = folder / MANIFEST_NAME
-    if not path.is_file():
-        raise ArtifactError(
-            f"{str(folder)!r} has no {MANIFEST_NAME}; it is not a topv export (or the export did not finish). "
-            "Run topv-export MODEL_DIR OUT_DIR again."
-        )
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{path} is not valid JSON ({exc}); the folder is damaged. Re-export it.") from None
+    data = read_json(folder / MANIFEST_NAME, damaged="The folder is damaged; re-export it.", missing=(
+        f"{str(folder)!r} has no {MANIFEST_NAME}; it is not a topv export (or the export did not finish). "
+        "Run topv-export MODEL_DIR OUT_DIR again."))
     return Manifest.from_json(data)
 
 

@@ -29,6 +29,14 @@ def run_cli(main: Callable[[], int]) -> int:
         return 130
 
 
+def options_from_args(cls: type, args: argparse.Namespace, **overrides: object) -> object:
+    """A dataclass of options from parsed arguments: fields named like an argument take its value."""
+    import dataclasses
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    return cls(**{**values, **overrides})
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)

@@ -99,9 +99,21 @@ def png_is_ours(path: Path) -> bool:
         return False
 
 
-def save_figure(fig: object, path: Path) -> Path:
-    """Save a matplotlib figure as a PNG marked as topv's (atomically)."""
-    return atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=110, metadata={PNG_MARK[0]: "topv plot"}))
+def save_figure(fig: Any, path: Path) -> Path:
+    """Save a matplotlib figure as a PNG marked as topv's (atomically), then close it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        return atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=110, metadata={PNG_MARK[0]: "topv plot"}))
+    finally:
+        plt.close(fig)
+
+
+def check_result_outputs(args: Any, inputs: list[Any]) -> tuple[Path | None, Path | None]:
+    """``--json`` and ``--plot`` of a results command, checked before it runs (see :func:`check_output_file`)."""
+    json_path = args.json_path and check_output_file(args.json_path, inputs=inputs, ours=json_is_ours, what="--json")
+    plot = args.plot and check_output_file(args.plot, inputs=inputs, ours=png_is_ours, what="--plot", suffixes=(".png",))
+    return json_path or None, plot or None
 
 
 def predictions_are_ours(path: Path) -> bool:

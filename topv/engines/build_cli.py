@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from topv.cli import positive_int, run_cli, setup_logging
+from topv.cli import options_from_args, positive_int, run_cli, setup_logging
 
 PRECISIONS = ("fp16", "bf16", "fp32")
 
@@ -107,17 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         from topv.engines.build import BuildOptions, build_engines
 
-        options = BuildOptions(
-            precision=args.precision,
-            workspace_gib=args.workspace,
-            timing_cache=args.timing_cache,
-            force=args.force,
-            opt_prompt_tokens=args.opt_prompt_tokens,
-            optimization_level=args.opt_level,
-            device=args.device,
-            verify_checksums=not args.no_verify,
-            static_check=not args.no_check,
-        )
+        options = options_from_args(BuildOptions, args, workspace_gib=args.workspace, optimization_level=args.opt_level,
+                                    verify_checksums=not args.no_verify, static_check=not args.no_check)
         result = build_engines(args.out_dir, options)
         print(format_summary(result, args.out_dir))
         return 0

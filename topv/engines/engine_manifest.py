@@ -37,7 +37,7 @@ from typing import Any
 
 from topv._version import __version__
 from topv.errors import ArtifactError, IncompatibleArtifactError
-from topv.artifact.files import FileRecord, check_file, inside
+from topv.artifact.files import FileRecord, check_file, inside, read_json
 
 ENGINE_MANIFEST_NAME = "engines.json"
 ENGINE_FORMAT = 1
@@ -170,18 +170,12 @@ def read_engine_manifest(folder: str | Path) -> EngineManifest:
         IncompatibleArtifactError: the file has another format.
     """
     path = Path(folder) / ENGINE_MANIFEST_NAME
-    if not path.is_file():
-        raise ArtifactError(
-            f"{str(folder)!r} has no {ENGINE_MANIFEST_NAME}: no TensorRT engines were built for it. Build them with "
-            "`topv-build OUT_DIR` on the machine that will run them (check first with `topv-check OUT_DIR`)."
-        )
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{path} is not valid JSON ({exc}). {REBUILD_HINT}") from exc
-    if data.get("format") != ENGINE_FORMAT:
+    data = read_json(path, damaged=REBUILD_HINT, missing=(
+        f"{str(folder)!r} has no {ENGINE_MANIFEST_NAME}: no TensorRT engines were built for it. Build them with "
+        "`topv-build OUT_DIR` on the machine that will run them (check first with `topv-check OUT_DIR`)."))
+    if not isinstance(data, dict) or data.get("format") != ENGINE_FORMAT:
         raise IncompatibleArtifactError(
-            f"{path} has engine-manifest format {data.get('format')!r}; this topv ({__version__}) reads format "
+            f"{path} has engine-manifest format {data.get('format') if isinstance(data, dict) else None!r}; this topv ({__version__}) reads format "
             f"{ENGINE_FORMAT}. {REBUILD_HINT}"
         )
     try:

@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from topv.cli import positive_int, run_cli, seed_value, setup_logging, topv_config
+from topv.cli import options_from_args, positive_int, run_cli, seed_value, setup_logging, topv_config
 
 
 def _ints(text: str) -> list[int]:
@@ -49,28 +49,16 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
 
     def body() -> int:
-        from topv.cli.outputs import check_output_file, json_is_ours, png_is_ours, predictions_are_ours, write_json
+        from topv.cli.outputs import check_output_file, check_result_outputs, predictions_are_ours, write_json
         from topv.evaluation.run import EvalOptions, run_eval
 
         inputs = [args.data, args.model_dir]
-        json_path = args.json_path and check_output_file(args.json_path, inputs=inputs, ours=json_is_ours, what="--json")
-        plot_path = args.plot and check_output_file(args.plot, inputs=inputs, ours=png_is_ours, what="--plot", suffixes=(".png",))
+        json_path, plot_path = check_result_outputs(args, inputs)
         if args.predictions:
             check_output_file(args.predictions, inputs=inputs, ours=predictions_are_ours, what="--predictions")
 
-        options = EvalOptions(
-            methods=[m.strip() for m in args.methods.split(",") if m.strip()],
-            keeps=args.keep,
-            layer=args.layer,
-            backend=args.backend,
-            config=topv_config(args.config),
-            limit=args.limit,
-            max_new_tokens=args.max_new_tokens,
-            seed=args.seed,
-            threads=args.threads,
-            work_dir=Path(args.work_dir),
-            predictions=args.predictions,
-        )
+        options = options_from_args(EvalOptions, args, methods=[m.strip() for m in args.methods.split(",") if m.strip()],
+                                    keeps=args.keep, config=topv_config(args.config), work_dir=Path(args.work_dir))
         result = run_eval(args.model_dir, args.data, options)
         from topv.evaluation.evaluate import plot, table
 

@@ -227,10 +227,6 @@ def plot(result: dict[str, Any], path: str | Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     from topv.cli.outputs import save_figure
 
-    save_figure(fig, path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, Path(path))

@@ -1,18 +1,12 @@
-"""Export a Hugging Face LLaVA checkpoint to ONNX graphs with the TopV pruning step inside.
+"""Export a Hugging Face VLM checkpoint to ONNX graphs with the TopV pruning step inside.
 
 ``from topv.export import export_model, ExportOptions`` (torch, transformers and onnx load on first use).
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from topv._lazy import lazy_attributes
 
 _LAZY = {"export_model": "topv.export.exporter", "ExportOptions": "topv.export.exporter"}
 __all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'topv.export' has no attribute {name!r}")
-    return getattr(importlib.import_module(_LAZY[name]), name)
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

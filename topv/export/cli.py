@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from topv.cli import device_value, keep_value, positive_int, run_cli, setup_logging, topv_config
+from topv.cli import device_value, keep_value, options_from_args, positive_int, run_cli, setup_logging, topv_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,23 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         from topv.export.exporter import DEFAULT_SAMPLE_PROMPT, ExportOptions, export_model
 
-        options = ExportOptions(
-            keep=args.keep,
-            layer=args.layer,
-            max_prompt_tokens=args.max_prompt_tokens,
-            max_new_tokens=args.max_new_tokens,
-            dtype=args.dtype,
-            opset=args.opset,
-            config=topv_config(args.config),
-            force=args.force,
-            validate_tokens=args.validate_tokens,
-            sample_image=args.sample_image,
-            sample_prompt=args.sample_prompt or DEFAULT_SAMPLE_PROMPT,
-            threads=args.threads,
-            device=args.device,
-            quantize=args.quantize,
-            image_size=args.image_size,
-        )
+        options = options_from_args(ExportOptions, args, config=topv_config(args.config),
+                                    sample_prompt=args.sample_prompt or DEFAULT_SAMPLE_PROMPT)
         out = export_model(args.model_dir, args.out_dir, options)
         print(out)
         return 0

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from topv.artifact.files import read_json
 from topv.errors import ArtifactError, UnsupportedModelError
 from topv.families.base import Family, Processor
 from topv.families.llava import LlavaFamily
@@ -46,15 +47,9 @@ def read_model_config(model_dir: str | Path) -> dict[str, Any]:
     path = model_dir / "config.json"
     if not model_dir.is_dir():
         raise ArtifactError(f"{str(model_dir)!r} is not a folder; pass a Hugging Face checkpoint folder (config.json, weights, processor files).")
-    if not path.is_file():
-        raise ArtifactError(
-            f"{str(model_dir)!r} is not a Hugging Face model folder: {path.name} is missing. "
-            "Pass a folder written by save_pretrained (config.json, model.safetensors, processor files)."
-        )
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{path} is not valid JSON ({exc}); the checkpoint is corrupt.") from None
+    data = read_json(path, damaged="The checkpoint is corrupt.", missing=(
+        f"{str(model_dir)!r} is not a Hugging Face model folder: {path.name} is missing. Pass a folder written by "
+        "save_pretrained (config.json, model.safetensors, processor files)."))
     if not isinstance(data, dict):
         raise ArtifactError(f"{path} must hold a JSON object; found {type(data).__name__}. The checkpoint is corrupt.")
     return data

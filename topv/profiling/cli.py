@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from topv.cli import device_value, keep_value, positive_int, run_cli, setup_logging
+from topv.cli import device_value, keep_value, options_from_args, positive_int, run_cli, setup_logging
 
 
 def _keeps(text: str):
@@ -53,19 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
 
     def body() -> int:
-        from topv.cli.outputs import check_output_file, json_is_ours, png_is_ours, write_json
+        from topv.cli.outputs import check_result_outputs, write_json
         from topv.profiling.bench import BenchOptions, run_bench, table
 
-        inputs = [args.out_dir, args.image]
-        json_path = args.json_path and check_output_file(args.json_path, inputs=inputs, ours=json_is_ours, what="--json")
-        plot_path = args.plot and check_output_file(args.plot, inputs=inputs, ours=png_is_ours, what="--plot", suffixes=(".png",))
+        json_path, plot_path = check_result_outputs(args, [args.out_dir, args.image])
 
-        options = BenchOptions(
-            backends=args.backend, keeps=args.keep_sweep, prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens,
-            repeats=args.repeats, warmup=args.warmup, baselines=args.baseline, threads=args.threads, device=args.device,
-            work_dir=Path(args.work_dir), model_shape=args.model_shape, dtype=args.dtype, layer=args.layer, image=args.image,
-            quantize=[None if q == "none" else q for q in args.quantize],
-        )
+        options = options_from_args(BenchOptions, args, backends=args.backend, keeps=args.keep_sweep, baselines=args.baseline,
+                                    work_dir=Path(args.work_dir), quantize=[None if q == "none" else q for q in args.quantize])
         result = run_bench(args.out_dir, options)
         print(table(result))
         if json_path:

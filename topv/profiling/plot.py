@@ -51,10 +51,6 @@ def plot_bench(result: dict[str, Any], path: str | Path) -> Path:
     device = result["meta"]["device"].get("gpu") or result["meta"]["device"].get("cpu")
     fig.suptitle(f"topv-bench on {device}")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     from topv.cli.outputs import save_figure
 
-    save_figure(fig, path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, Path(path))

@@ -6,14 +6,14 @@ Names are resolved lazily so that ``topv.pruning.config`` can be used without im
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from topv._lazy import lazy_attributes
 
 _LAZY = {
     "TopVConfig": "topv.pruning.config",
     "recovery_count": "topv.pruning.config",
     "sinkhorn": "topv.pruning.sinkhorn",
     "sinkhorn_potentials": "topv.pruning.sinkhorn",
+    "logsumexp": "topv.pruning.sinkhorn",
     "centre_cost": "topv.pruning.cost",
     "feature_cost": "topv.pruning.cost",
     "spatial_cost": "topv.pruning.cost",
@@ -27,10 +27,4 @@ _LAZY = {
 }
 
 __all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'topv.pruning' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

@@ -144,7 +144,7 @@ def build_processor(tokenizer: Any, shape: LlavaShape, *, mean: Sequence[float] 
 
 def llava_config(shape: LlavaShape, vocab_size: int) -> Any:
     """The ``LlavaConfig`` for a shape (image token id 4, eos 2, bos 1, pad 0)."""
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, MistralConfig, Qwen2Config
+    from transformers import LlamaConfig, LlavaConfig, MistralConfig, Qwen2Config
 
     text_cls = {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config}[shape.text_model_type]
     text = text_cls(
@@ -162,42 +162,22 @@ def llava_config(shape: LlavaShape, vocab_size: int) -> Any:
         tie_word_embeddings=shape.tie_word_embeddings,
         initializer_range=shape.initializer_range,
     )
-    if shape.vision_model_type == "clip_vision_model":
-        vision = CLIPVisionConfig(
-            hidden_size=shape.vision_hidden_size,
-            intermediate_size=shape.vision_intermediate_size,
-            num_hidden_layers=shape.vision_layers,
-            num_attention_heads=shape.vision_heads,
-            image_size=shape.image_size,
-            patch_size=shape.patch_size,
-            projection_dim=shape.vision_hidden_size,
-            initializer_range=shape.initializer_range,
-        )
-    elif shape.vision_model_type == "siglip_vision_model":
-        from transformers import SiglipVisionConfig
+    import transformers
 
-        vision = SiglipVisionConfig(
-            hidden_size=shape.vision_hidden_size,
-            intermediate_size=shape.vision_intermediate_size,
-            num_hidden_layers=shape.vision_layers,
-            num_attention_heads=shape.vision_heads,
-            image_size=shape.image_size,
-            patch_size=shape.patch_size,
-        )
-    elif shape.vision_model_type == "dinov2":
-        from transformers import Dinov2Config
-
-        vision = Dinov2Config(
-            hidden_size=shape.vision_hidden_size,
-            mlp_ratio=shape.vision_intermediate_size // shape.vision_hidden_size,
-            num_hidden_layers=shape.vision_layers,
-            num_attention_heads=shape.vision_heads,
-            image_size=shape.image_size,
-            patch_size=shape.patch_size,
-            initializer_range=shape.initializer_range,
-        )
-    else:
+    common = dict(hidden_size=shape.vision_hidden_size, num_hidden_layers=shape.vision_layers,
+                  num_attention_heads=shape.vision_heads, image_size=shape.image_size, patch_size=shape.patch_size)
+    towers = {
+        "clip_vision_model": ("CLIPVisionConfig", dict(intermediate_size=shape.vision_intermediate_size,
+                                                       projection_dim=shape.vision_hidden_size,
+                                                       initializer_range=shape.initializer_range)),
+        "siglip_vision_model": ("SiglipVisionConfig", dict(intermediate_size=shape.vision_intermediate_size)),
+        "dinov2": ("Dinov2Config", dict(mlp_ratio=shape.vision_intermediate_size // shape.vision_hidden_size,
+                                        initializer_range=shape.initializer_range)),
+    }
+    if shape.vision_model_type not in towers:
         raise ValueError(f"build_random_llava makes CLIP, SigLIP or DINOv2 towers; got {shape.vision_model_type!r}")
+    name, extra = towers[shape.vision_model_type]
+    vision = getattr(transformers, name)(**common, **extra)
     return LlavaConfig(
         vision_config=vision,
         text_config=text,

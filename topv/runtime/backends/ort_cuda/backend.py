@@ -24,6 +24,7 @@ from topv.artifact import names as n
 from topv.artifact.manifest import Manifest
 from topv.config import cuda_graph_default
 from topv.errors import BackendUnavailableError
+from topv.runtime.backends.torch_arrays import TorchArrays
 from topv.runtime.backends.base import Backend, BackendOptions, DecodeStep
 from topv.runtime.backends.ort.session import import_onnxruntime, open_session, session_options
 from topv.runtime.kv import KVCache, torch_allocator, torch_dtype
@@ -37,7 +38,7 @@ def _import_torch() -> Any:
     return torch
 
 
-class OrtCudaBackend(Backend):
+class OrtCudaBackend(TorchArrays, Backend):
     name = "ort-cuda"
 
     def __init__(self, manifest: Manifest, sessions: dict[str, Any], device: Any, stream: Any, cuda_graph: bool) -> None:
@@ -91,15 +92,6 @@ class OrtCudaBackend(Backend):
         session.run_with_iobinding(binding)
         return outputs
 
-    def asarray(self, array: np.ndarray) -> Any:
-        return self.torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
-
-    def numpy(self, value: Any) -> np.ndarray:
-        return value.detach().cpu().numpy()
-
-    def new_cache(self) -> KVCache:
-        return KVCache(self.kv, torch_allocator(self.device))
-
     def decoder(self, cache: KVCache) -> DecodeStep:
         t, kv = self.torch, self.kv
         small = {name: t.zeros((1, 1) if name in (n.INPUT_IDS, n.POSITION_IDS) else (1,), dtype=t.int64, device=self.device)
@@ -125,7 +117,3 @@ class OrtCudaBackend(Backend):
             return logits[0].cpu().numpy()
 
         return step
-
-    def synchronize(self) -> None:
-        if self.device.type == "cuda":
-            self.torch.cuda.synchronize(self.device)

@@ -14,11 +14,12 @@ import numpy as np
 
 from topv.artifact.manifest import KVLayout, Manifest
 from topv.errors import ArtifactError, BackendUnavailableError
+from topv.runtime.backends.torch_arrays import TorchArrays
 from topv.runtime.backends.base import Backend, BackendOptions
 from topv.runtime.kv import KVCache, torch_allocator
 
 
-class TorchBackend(Backend):
+class TorchBackend(TorchArrays, Backend):
     name = "torch"
 
     def __init__(self, kv: KVLayout, modules: dict[str, Any], device: Any) -> None:
@@ -58,16 +59,3 @@ class TorchBackend(Backend):
     def run(self, graph: str, feeds: dict[str, Any], axes: dict[str, int]) -> dict[str, Any]:
         with self.torch.no_grad():
             return self.modules[graph](feeds)
-
-    def asarray(self, array: np.ndarray) -> Any:
-        return self.torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
-
-    def numpy(self, value: Any) -> np.ndarray:
-        return value.detach().cpu().numpy()
-
-    def new_cache(self) -> KVCache:
-        return KVCache(self.kv, torch_allocator(self.device))
-
-    def synchronize(self) -> None:
-        if self.device.type == "cuda":
-            self.torch.cuda.synchronize(self.device)
