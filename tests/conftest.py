@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# "verified" stamps of export folders go to a throw-away cache, not the user's ~/.cache
+os.environ.setdefault("TOPV_CACHE_DIR", __import__("tempfile").mkdtemp(prefix="topv-test-cache-"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 

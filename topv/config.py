@@ -3,11 +3,14 @@
 TOPV_CUDA_GRAPH   "1" captures the decode step of the GPU backends (ort-cuda, trt) as a CUDA graph; the
                   default when ``BackendOptions.cuda_graph`` is None (default off until verified on a GPU).
 TOPV_THREADS      default CPU thread count for ONNX Runtime / torch (default: all available cores).
+TOPV_CACHE_DIR    where topv keeps "verified" stamps of export folders (default: $XDG_CACHE_HOME/topv or
+                  ~/.cache/topv); "0" or "off" disables the stamps, so every load hashes every file.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from topv.errors import ConfigError
 
@@ -47,3 +50,40 @@ def cuda_graph_default() -> bool:
 
 def default_threads() -> int | None:
     return env_int("TOPV_THREADS")
+
+
+def cache_dir() -> Path | None:
+    """topv's cache folder, or None when ``TOPV_CACHE_DIR`` disables it."""
+    raw = os.environ.get("TOPV_CACHE_DIR")
+    if raw is not None and raw.strip().lower() in ("0", "off", "false", "no", ""):
+        return None
+    if raw:
+        return Path(raw).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "topv"
+
+
+def check_device(device: str | None, *, default: str = "cpu") -> str:
+    """``cpu``, ``cuda`` or ``cuda:N``, and for CUDA a device that torch can see.
+
+    Raises:
+        ConfigError: not a device name.
+        BackendUnavailableError: a CUDA device was asked for and none is usable.
+    """
+    from topv.errors import BackendUnavailableError
+
+    text = (device or default).strip().lower()
+    if not (text == "cpu" or text == "cuda" or (text.startswith("cuda:") and text[5:].isdigit())):
+        raise ConfigError(f"device must be cpu, cuda or cuda:N; got {device!r}.")
+    if text.startswith("cuda"):
+        try:
+            import torch
+        except ImportError:
+            raise BackendUnavailableError(f"device {text!r} needs torch with CUDA; install it, or use cpu.") from None
+        index = int(text[5:]) if ":" in text else 0
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            raise BackendUnavailableError(
+                f"device {text!r} was asked for, but this machine has {torch.cuda.device_count()} CUDA device(s) visible "
+                "to torch (a CPU build of torch, no GPU or no driver); use cpu, or run on a machine with an NVIDIA GPU."
+            )
+    return text

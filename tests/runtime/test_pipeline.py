@@ -8,6 +8,7 @@ import pytest
 import topv
 from topv.errors import (
     ArtifactError,
+    BusyError,
     ChecksumMismatchError,
     ImageError,
     IncompatibleArtifactError,
@@ -187,3 +188,45 @@ def test_ignore_eos_generates_exactly_max_new_tokens(pipe, scene_image):
     assert len(stopped.token_ids) == free.token_ids.index(stop) + 1
     forced = pipe.generate(scene_image, "w1 w2", max_new_tokens=24, stop_token_ids=[stop], ignore_eos=True)
     assert forced.token_ids == free.token_ids[:24] or len(forced.token_ids) == 24
+
+
+def test_a_half_read_stream_never_blocks_the_next_request(folder, scene_image):
+    pipe = Pipeline.load(folder, threads=1)
+    alone = pipe.generate(scene_image, "w1 w2", max_new_tokens=6).token_ids
+    s = pipe.generate(scene_image, "w1 w2", max_new_tokens=6, stream=True)
+    next(s)
+    # this thread holds the only KV state in an unfinished stream: waiting would never end, so fail at once
+    with pytest.raises(BusyError, match="unfinished stream"):
+        pipe.generate(scene_image, "w1 w2", max_new_tokens=6)
+    # another thread waits for the state; it gets it when the stream is dropped (a client that went away)
+    got = []
+    worker = threading.Thread(target=lambda: got.append(pipe.generate(scene_image, "w1 w2", max_new_tokens=6).token_ids))
+    worker.start()
+    worker.join(0.5)
+    assert worker.is_alive()  # still waiting, not failed
+    del s
+    worker.join(30)
+    assert got == [alone]
+    # a stream that was never started gives its state back when closed
+    never = pipe.generate(scene_image, "w3", stream=True)
+    never.close()
+    assert pipe.generate(scene_image, "w1 w2", max_new_tokens=6).token_ids == alone
+
+
+def test_waiting_for_a_state_ends_with_a_typed_error(folder, scene_image):
+    pipe = Pipeline.load(folder, threads=1, wait_seconds=0.2)
+    s = pipe.generate(scene_image, "w1 w2", max_new_tokens=6, stream=True)
+    next(s)
+    errors = []
+
+    def other():
+        try:
+            pipe.generate(scene_image, "w1", max_new_tokens=2)
+        except BusyError as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=other)
+    worker.start()
+    worker.join(10)
+    assert errors and "stayed in use" in str(errors[0])
+    s.close()

@@ -105,10 +105,57 @@ def check_file(path: Path, record: FileRecord, *, what: str, hint: str = REEXPOR
         raise ChecksumMismatchError(f"{what} does not match its SHA-256 in the manifest; it was modified or corrupted. {hint}")
 
 
-def verify_files(folder: Path, files: dict[str, FileRecord], *, checksums: bool = True) -> None:
-    """Every listed file present, inside the folder, of its size and (optionally) SHA-256."""
+def verify_files(folder: Path, files: dict[str, FileRecord], *, checksums: bool = True, stamp_key: str | None = None) -> None:
+    """Every listed file present, inside the folder, of its size and (optionally) SHA-256.
+
+    With ``stamp_key`` (the manifest's own hash), a folder whose every file still has the size, modification
+    time and inode it had when it was last hashed in full is not hashed again (see :func:`_stamp_path`).
+    """
+    paths = {rel: inside(folder, rel, f"file {rel!r}") for rel in files}
     for rel, record in files.items():
-        check_file(inside(folder, rel, f"file {rel!r}"), record, what=rel, checksum=checksums)
+        check_file(paths[rel], record, what=rel, checksum=False)
+    if not checksums:
+        return
+    identity = {rel: _identity(p) for rel, p in paths.items()}
+    stamp = _stamp_path(folder) if stamp_key else None
+    if stamp is not None and _read_stamp(stamp) == {"key": stamp_key, "files": identity}:
+        return
+    for rel, record in files.items():
+        check_file(paths[rel], record, what=rel, checksum=True)
+    if stamp is not None:
+        _write_stamp(stamp, {"key": stamp_key, "files": identity})
+
+
+def _identity(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev]
+
+
+def _stamp_path(folder: Path) -> Path | None:
+    """Where the "verified" stamp of a folder lives: the user's cache (never inside the export folder)."""
+    from topv.config import cache_dir
+
+    root = cache_dir()
+    if root is None:
+        return None
+    return root / "verified" / (hashlib.sha256(str(Path(folder).resolve()).encode()).hexdigest()[:32] + ".json")
+
+
+def _read_stamp(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_stamp(path: Path, data: dict[str, Any]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+    except OSError:  # a read-only cache only costs the next load a full hash
+        pass
 
 
 def fsync_tree(folder: Path) -> None:

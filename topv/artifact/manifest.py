@@ -20,7 +20,9 @@ Layout of an export folder (docs/DESIGN.md)::
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -237,30 +239,33 @@ class _Obj:
 
     def __init__(self, data: Any, where: str) -> None:
         if not isinstance(data, dict):
-            raise ArtifactError(f"manifest.json: {where} must be a JSON object; found {type(data).__name__}. {_DAMAGED}")
+            raise ArtifactError(f"manifest.json: {where or 'the manifest'} must be a JSON object; found {type(data).__name__}. {_DAMAGED}")
         self.data, self.where = data, where
+
+    def _path(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
 
     def _get(self, key: str, kinds: tuple[type, ...], what: str, optional: bool = False) -> Any:
         if key not in self.data:
             if optional:
                 return None
-            raise ArtifactError(f"manifest.json lacks {self.where}.{key}. {_DAMAGED}")
+            raise ArtifactError(f"manifest.json lacks {self._path(key)}. {_DAMAGED}")
         value = self.data[key]
         if value is None and optional:
             return None
         if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
             raise ArtifactError(
-                f"manifest.json: {self.where}.{key} must be {what}; found {value!r} ({type(value).__name__}). {_DAMAGED}"
+                f"manifest.json: {self._path(key)} must be {what}; found {str(value)[:80]!r} ({type(value).__name__}). {_DAMAGED}"
             )
         return value
 
     def obj(self, key: str) -> "_Obj":
-        return _Obj(self._get(key, (dict,), "an object"), f"{self.where}.{key}")
+        return _Obj(self._get(key, (dict,), "a JSON object"), self._path(key))
 
     def int(self, key: str, low: int = 0, optional: bool = False) -> Any:
         value = self._get(key, (int,), f"an integer >= {low}", optional)
         if value is not None and value < low:
-            raise ArtifactError(f"manifest.json: {self.where}.{key} must be >= {low}; found {value}. {_DAMAGED}")
+            raise ArtifactError(f"manifest.json: {self._path(key)} must be >= {low}; found {value}. {_DAMAGED}")
         return value
 
     def str(self, key: str, optional: bool = False) -> Any:
@@ -304,7 +309,7 @@ def _files(o: _Obj) -> dict[str, FileRecord]:
 
 
 def _parse(data: Any) -> Manifest:
-    top = _Obj(data, "the manifest")
+    top = _Obj(data, "")
     fmt = data.get("format")
     if fmt != ARTIFACT_FORMAT:
         raise IncompatibleArtifactError(
@@ -338,7 +343,7 @@ def _parse(data: Any) -> Manifest:
     eos = [eos] if isinstance(eos, int) else eos
     if not isinstance(eos, list) or not all(isinstance(i, int) for i in eos):
         raise ArtifactError(f"manifest.json: generation.eos_token_id must be token ids; found {eos!r}. {_DAMAGED}")
-    return Manifest(
+    manifest = Manifest(
         model_source=model.str("source"), config=model.obj("config").data, spec=spec,
         pruning=PruningInfo(enabled, layer, keep, kept_visual, config), shapes=shapes, graphs=graphs, dtype=dtype,
         opset=top.int("opset", 1), eos_token_ids=tuple(eos), files=_files(top.obj("files")),
@@ -347,6 +352,34 @@ def _parse(data: Any) -> Manifest:
         versions=dict(data.get("versions") or {}), topv_version=top.str("topv_version"), created=str(data.get("created", "?")),
         format=fmt,
     )
+    _check_consistent(manifest, top.obj("kv_cache"))
+    return manifest
+
+
+def _check_consistent(m: Manifest, kv_json: _Obj) -> None:
+    """The graphs' declared I/O agree with the KV layout, the pruning layer and the dtype (an edited manifest
+    is refused here instead of failing inside a runtime)."""
+    kv = m.kv
+    for key in ("capacity_head", "capacity_tail", "num_kv_heads", "head_dim", "dtype", "num_layers"):
+        if kv_json.data.get(key) != getattr(kv, key):
+            raise ArtifactError(f"manifest.json: kv_cache.{key} is {kv_json.data.get(key)!r} but the static shapes and the "
+                                f"model give {getattr(kv, key)!r}. {_DAMAGED}")
+    problems = []
+    decode = m.graph(names.DECODE_STEP)
+    declared = {t.name: t for t in decode.inputs}
+    for i in range(kv.num_layers):
+        for name in names.kv_names("past", [i]):
+            t = declared.get(name)
+            if t is None or t.shape != kv.shape(i) or t.dtype != kv.dtype:
+                problems.append(f"decode_step input {name} is {t and (list(t.shape), t.dtype)}, the KV cache gives "
+                                f"{list(kv.shape(i))} {kv.dtype}")
+    head = {t.name for t in m.graph(names.PREFILL_HEAD).outputs}
+    tail = {t.name for t in m.graph(names.PREFILL_TAIL).outputs}
+    if head != head | set(names.kv_names("present", range(kv.layer + 1))) or \
+            tail != tail | set(names.kv_names("present", range(kv.layer + 1, kv.num_layers))):
+        problems.append(f"the prefill graphs' KV outputs do not split the decoder after layer {kv.layer}")
+    if problems:
+        raise ArtifactError("manifest.json does not match its graphs: " + "; ".join(problems[:3]) + f". {_DAMAGED}")
 
 
 def read_manifest(folder: str | Path) -> Manifest:
@@ -363,12 +396,28 @@ def read_manifest(folder: str | Path) -> Manifest:
     data = read_json(folder / MANIFEST_NAME, damaged="The folder is damaged; re-export it.", missing=(
         f"{str(folder)!r} has no {MANIFEST_NAME}; it is not a topv export (or the export did not finish). "
         "Run topv-export MODEL_DIR OUT_DIR again."))
-    return Manifest.from_json(data)
+    manifest = Manifest.from_json(data)
+    if _newer(manifest.topv_version, __version__):
+        logging.getLogger("topv").warning(
+            "%s was written by topv %s, newer than this topv %s (same artifact format %s); if it fails to load, "
+            "upgrade topv", folder, manifest.topv_version, __version__, manifest.format)
+    return manifest
 
 
-def verify_folder(folder: str | Path, manifest: Manifest, *, checksums: bool = True) -> None:
+def _newer(a: str, b: str) -> bool:
+    def parts(v: str) -> tuple[int, ...]:
+        return tuple(int(x) for x in v.split(".")[:3] if x.isdigit())
+
+    return parts(a) > parts(b)
+
+
+def verify_folder(folder: str | Path, manifest: Manifest, *, checksums: bool | str = "stamp") -> None:
     """Check that the folder holds exactly what the manifest lists: every graph, the weights and the processor
-    are listed files inside the folder, of their size and (optionally) SHA-256.
+    are listed files inside the folder, of their size and SHA-256.
+
+    ``checksums``: ``"stamp"`` (default) hashes every file unless the user's cache holds a stamp saying this
+    manifest's files were hashed in full and none has changed size, modification time or inode since;
+    ``True`` always hashes; ``False`` checks sizes only.
 
     Raises:
         ArtifactError / ChecksumMismatchError: a file is missing, unlisted, outside the folder, truncated or modified.
@@ -389,7 +438,8 @@ def verify_folder(folder: str | Path, manifest: Manifest, *, checksums: bool = T
             f"{str(folder)!r} holds files manifest.json does not list ({', '.join(unlisted[:5])}); graphs could read them "
             f"unverified, so the folder is refused. Remove them or re-export the model."
         )
-    verify_files(folder, manifest.files, checksums=checksums)
+    key = hashlib.sha256((folder / MANIFEST_NAME).read_bytes()).hexdigest()
+    verify_files(folder, manifest.files, checksums=checksums, stamp_key=key if checksums == "stamp" else None)
 
 
 def _present(folder: Path) -> list[str]:

@@ -185,7 +185,10 @@ def _load(job: _Job) -> None:
     from topv.inputs import load_image
     from topv.reference.loading import load_model
 
+    from topv.config import check_device
+
     opts = job.options
+    check_device(opts.device)
     dtype = torch.float16 if opts.dtype == "fp16" else torch.float32
     job.model, job.processor = load_model(job.model_dir, dtype=dtype, device=opts.device, attn_implementation="eager")
     job.image = load_image(opts.sample_image) if opts.sample_image else sample_scene(max(max(job.spec.image_hw), 64))

@@ -29,7 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: all available)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
     p.add_argument("--save-kept-map", metavar="PNG", default=None, help="write the image with kept patches highlighted (.png)")
-    p.add_argument("--no-verify", action="store_true", help="skip SHA-256 checks of the folder (sizes are still checked)")
+    verify = p.add_mutually_exclusive_group()
+    verify.add_argument("--no-verify", action="store_true", help="skip SHA-256 checks of the folder (sizes are still checked)")
+    verify.add_argument("--full-verify", action="store_true",
+                        help="hash every file even when the cache's stamp says the folder is unchanged since its last hash")
     return p
 
 
@@ -47,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             kept_map = check_output_file(args.save_kept_map, inputs=[args.image, args.out_dir], ours=png_is_ours,
                                          what="--save-kept-map", suffixes=(".png",))
         pipe = Pipeline.load(args.out_dir, args.backend, threads=args.threads, device=args.device,
-                             verify_checksums=not args.no_verify)
+                             verify_checksums=False if args.no_verify else (True if args.full_verify else "stamp"))
         kwargs = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed)
         if args.json:
             result = pipe.generate(args.image, args.prompt, **kwargs)

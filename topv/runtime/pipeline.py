@@ -147,7 +147,7 @@ class Pipeline:
 
     @classmethod
     def load(cls, folder: str | Path, backend: str = "ort-cpu", *, threads: int | None = None, device: str | None = None,
-             verify_checksums: bool = True, max_concurrency: int = 1, model_dir: str | Path | None = None,
+             verify_checksums: bool | str = "stamp", max_concurrency: int = 1, model_dir: str | Path | None = None,
              cuda_graph: bool | None = None, wait_seconds: float = 300.0) -> "Pipeline":
         """Open an export folder: check the manifest and files, open the backend, allocate the KV states.
 
@@ -155,7 +155,9 @@ class Pipeline:
             backend: ``ort-cpu``, ``ort-cuda``, ``trt`` or ``torch``.
             threads: CPU threads (ONNX Runtime intra-op / torch); default all available cores.
             device: ``cuda:0`` style device for GPU backends (and ``torch``).
-            verify_checksums: check every file's SHA-256 (sizes and confinement are always checked).
+            verify_checksums: ``"stamp"`` (default): SHA-256 of every file, skipped when a stamp in the user's cache
+                shows this folder was hashed in full and no file changed size, mtime or inode since; ``True``:
+                always hash; ``False``: sizes only (file listing and confinement are always checked).
             max_concurrency: KV states preallocated; that many generations run at once.
             model_dir: the Hugging Face checkpoint for the ``torch`` backend (default: the manifest's source).
             cuda_graph: capture the decode step as a CUDA graph (GPU backends; default ``TOPV_CUDA_GRAPH``).
@@ -207,10 +209,14 @@ class Pipeline:
         limit = self.manifest.shapes.max_new_tokens
         max_new = limit if max_new_tokens is None else check_max_new_tokens(max_new_tokens)
         if max_new > limit:
-            raise InputError(
-                f"max_new_tokens={max_new} exceeds the {limit} new tokens this folder's static KV cache was exported "
-                f"for; ask for at most {limit}, or re-export with --max-new-tokens {max_new}."
-            )
+            positions = self.manifest.spec.max_position_embeddings
+            room = positions - self.manifest.shapes.max_prompt_tokens if positions else None
+            fix = (f"re-export with --max-new-tokens {max_new}" if room is None or max_new <= room else
+                   f"the model's {positions} positions leave room for at most {room} new tokens after a "
+                   f"{self.manifest.shapes.max_prompt_tokens}-token prompt (re-export with --max-new-tokens {room}, or a "
+                   "smaller --max-prompt-tokens)")
+            raise InputError(f"max_new_tokens={max_new} exceeds the {limit} new tokens this folder's static KV cache was "
+                             f"exported for; ask for at most {limit}, or {fix}.")
         sampling = SamplingConfig(temperature=temperature, top_p=top_p, seed=seed)
         inputs = self.prepare_inputs(image, prompt)  # errors surface here, before any state is taken
         inputs["preprocess"] = time.perf_counter() - t_start

@@ -15,7 +15,7 @@ from topv.artifact import names as n
 from topv.artifact.manifest import Manifest
 from topv.errors import BackendUnavailableError
 from topv.runtime.backends.base import Backend, BackendOptions, DecodeStep
-from topv.runtime.backends.ort.session import import_onnxruntime, open_session, session_options
+from topv.runtime.backends.ort.session import check_session_io, import_onnxruntime, open_session, session_options
 from topv.runtime.kv import KVCache
 
 
@@ -40,6 +40,8 @@ class OrtBackend(Backend):
             )
         opts = session_options(options.threads)
         sessions = {g: open_session(Path(folder) / info.file, opts, list(cls.providers)) for g, info in manifest.graphs.items()}
+        for g, info in manifest.graphs.items():
+            check_session_io(sessions[g], info)
         return cls(manifest, sessions)
 
     def run(self, graph: str, feeds: dict[str, Any], axes: dict[str, int]) -> dict[str, Any]:

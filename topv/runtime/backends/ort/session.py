@@ -59,3 +59,31 @@ def open_session(path: Path, options: Any, providers: list[Any]) -> Any:
             f"ONNX Runtime cannot load {path.name} ({text}). The graph is damaged, or refers to data outside the "
             "export folder; re-export the model."
         ) from None
+
+
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64", "tensor(int32)": "int32",
+              "tensor(bool)": "bool", "tensor(uint8)": "uint8", "tensor(int8)": "int8"}
+
+
+def check_session_io(session: Any, info: Any) -> None:
+    """The graph ONNX Runtime loaded has the inputs and outputs manifest.json declares (names, dtypes, fixed sizes).
+
+    Raises:
+        ArtifactError: they differ (the manifest or the graph was edited).
+    """
+    problems = []
+    for kind, got, want in (("input", session.get_inputs(), info.inputs), ("output", session.get_outputs(), info.outputs)):
+        have = {v.name: v for v in got}
+        for t in want:
+            v = have.get(t.name)
+            if v is None:
+                problems.append(f"{kind} {t.name} is missing")
+                continue
+            dims = [d if isinstance(d, int) else None for d in v.shape]
+            fixed = [d if isinstance(d, int) else None for d in t.shape]
+            if _ORT_TYPES.get(v.type) != t.dtype or len(dims) != len(fixed) or any(
+                    a is not None and b is not None and a != b for a, b in zip(dims, fixed)):
+                problems.append(f"{kind} {t.name} is {v.type} {v.shape} in the graph, {t.dtype} {list(t.shape)} in the manifest")
+    if problems:
+        raise ArtifactError(f"{info.file} does not match manifest.json: " + "; ".join(problems[:3])
+                            + ". The folder was edited; re-export the model.")

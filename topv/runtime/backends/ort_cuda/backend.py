@@ -26,7 +26,7 @@ from topv.config import cuda_graph_default
 from topv.errors import BackendUnavailableError
 from topv.runtime.backends.torch_arrays import TorchArrays
 from topv.runtime.backends.base import Backend, BackendOptions, DecodeStep
-from topv.runtime.backends.ort.session import import_onnxruntime, open_session, session_options
+from topv.runtime.backends.ort.session import check_session_io, import_onnxruntime, open_session, session_options
 from topv.runtime.kv import KVCache, torch_allocator, torch_dtype
 
 
@@ -51,11 +51,13 @@ class OrtCudaBackend(TorchArrays, Backend):
     @classmethod
     def load(cls, folder: Path, manifest: Manifest, options: BackendOptions) -> "OrtCudaBackend":
         ort, torch = import_onnxruntime(), _import_torch()
-        device = torch.device(options.device or "cuda:0")
+        from topv.config import check_device
+
+        device = torch.device(check_device(options.device, default="cuda:0"))
         opts = session_options(options.threads)
         if device.type != "cuda":
             sessions = {g: open_session(Path(folder) / i.file, opts, ["CPUExecutionProvider"]) for g, i in manifest.graphs.items()}
-            return cls(manifest, sessions, device, None, False)
+            return cls(manifest, sessions, device, None, False)._check()
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise BackendUnavailableError(
                 "ONNX Runtime here has no CUDAExecutionProvider; install onnxruntime-gpu matching your CUDA "
@@ -72,7 +74,12 @@ class OrtCudaBackend(TorchArrays, Backend):
         for name, info in manifest.graphs.items():
             capture = {"enable_cuda_graph": "1"} if graph and name == n.DECODE_STEP else {}
             sessions[name] = open_session(Path(folder) / info.file, opts, [("CUDAExecutionProvider", {**base, **capture})])
-        return cls(manifest, sessions, device, stream, graph)
+        return cls(manifest, sessions, device, stream, graph)._check()
+
+    def _check(self) -> "OrtCudaBackend":
+        for g, info in self.manifest.graphs.items():
+            check_session_io(self.sessions[g], info)
+        return self
 
     def _bind(self, binding: Any, graph: str, name: str, tensor: Any, output: bool = False) -> None:
         dtype = np.dtype(self.manifest.graphs[graph].tensor(name).dtype)

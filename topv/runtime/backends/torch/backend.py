@@ -48,7 +48,9 @@ class TorchBackend(TorchArrays, Backend):
             )
         if options.threads:
             torch.set_num_threads(options.threads)
-        device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        from topv.config import check_device
+
+        device = torch.device(check_device(options.device, default="cuda" if torch.cuda.is_available() else "cpu"))
         dtype = torch.float16 if manifest.dtype == "fp16" else torch.float32
         model, _ = load_model(source, dtype=dtype, device=str(device), attn_implementation="eager")
         p = manifest.pruning
