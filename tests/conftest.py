@@ -75,8 +75,10 @@ class ExportCache:
     def model_dir(self, name, shape, seed=3):
         if name not in self.models:
             from topv.testing.llava import save_random_llava
+            from topv.testing.qwen import QwenShape, save_random_qwen
 
-            self.models[name] = save_random_llava(self.root / "models" / name, shape, seed=seed)
+            save = save_random_qwen if isinstance(shape, QwenShape) else save_random_llava
+            self.models[name] = save(self.root / "models" / name, shape, seed=seed)
         return self.models[name]
 
     def export(self, name, shape, **options):

@@ -18,13 +18,15 @@ def _covered(configs, family):
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_every_declared_tower_and_decoder_has_parity_tests(name):
-    from tests.export.test_export_matches_reference import MODELS
-    from tests.reference.test_parity_with_transformers import CONFIGS
+    from tests.export import test_export_matches_reference, test_qwen_export
+    from tests.reference import test_parity_with_transformers, test_qwen_parity
 
+    reference = {**test_parity_with_transformers.CONFIGS, **test_qwen_parity.CONFIGS}
+    export = {**test_export_matches_reference.MODELS, **test_qwen_export.MODELS}
     family = FAMILIES[name]
     declared = {("text", t) for t in family.text_models} | {("vision", v) for v in family.vision_models}
     assert declared, f"{name} declares no towers or decoders"
-    for what, configs in (("reference vs generate()", CONFIGS), ("export vs reference", MODELS)):
+    for what, configs in (("reference vs generate()", reference), ("export vs reference", export)):
         missing = declared - _covered(configs, name)
         assert not missing, f"{name}: no {what} parity test for {sorted(missing)}"
 

@@ -72,7 +72,7 @@ def test_decode_equals_reprefill_of_the_pruned_sequence(model6, scene_image):
         logits = pipe.decode_step(state, tok, step)
     longer = torch.cat([inputs["input_ids"], torch.tensor([tokens])], dim=1)
     forced = ReferencePipeline(model, layer=2, keep=10, method="topv")
-    forced.select = lambda captured, offset, positions: (state.kept_indices, None)
+    forced.select = lambda captured, offset, positions, spec=None: (state.kept_indices, None)
     again = forced.prefill(longer, inputs)
     torch.testing.assert_close(logits, again.logits, rtol=1e-4, atol=1e-5)
 

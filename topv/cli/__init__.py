@@ -92,3 +92,17 @@ def topv_config(text: str | None):
     if not isinstance(data, dict):
         raise ConfigError(f"--config must be a JSON object of TopVConfig fields; got {type(data).__name__}.")
     return TopVConfig.from_dict(data)
+
+
+def image_size(text: str) -> tuple[int, int]:
+    """``--image-size HxW`` (or a single number for a square)."""
+    parts = text.lower().replace("*", "x").split("x")
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW in pixels, e.g. 448x644; got {text!r}") from None
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected HxW with two positive numbers of pixels; got {text!r}")
+    return values

@@ -122,7 +122,7 @@ def evaluate_torch(
             ids = torch.from_numpy(inputs["input_ids"])
             for key, pipe in pipes.items():
                 pipe.seed = seed + index
-                state = pipe.prefill(ids, image_features=features)
+                state = pipe.prefill(ids, inputs, image_features=features)
                 tokens = list(decode_tokens(pipe, state, max_new_tokens, TokenSampler(SamplingConfig()), stops))
                 pred = tokenizer.decode(tokens, skip_special_tokens=True)
                 ok = answers_match(pred, ex.answer)

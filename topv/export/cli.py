@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from topv.cli import device_value, keep_value, options_from_args, positive_int, run_cli, setup_logging, topv_config
+from topv.cli import device_value, image_size, keep_value, options_from_args, positive_int, run_cli, setup_logging, topv_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,20 +44,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace OUT_DIR if it is a topv export")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     return p
-
-
-def image_size(text: str) -> tuple[int, int]:
-    """``--image-size HxW`` (or a single number for a square)."""
-    parts = text.lower().replace("*", "x").split("x")
-    try:
-        values = tuple(int(p) for p in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW in pixels, e.g. 448x644; got {text!r}") from None
-    if len(values) == 1:
-        values = values * 2
-    if len(values) != 2 or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected HxW with two positive numbers of pixels; got {text!r}")
-    return values
 
 
 def main(argv: list[str] | None = None) -> int:

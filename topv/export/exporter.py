@@ -190,7 +190,8 @@ def _load(job: _Job) -> None:
     opts = job.options
     check_device(opts.device)
     dtype = torch.float16 if opts.dtype == "fp16" else torch.float32
-    job.model, job.processor = load_model(job.model_dir, dtype=dtype, device=opts.device, attn_implementation="eager")
+    job.model, processor = load_model(job.model_dir, dtype=dtype, device=opts.device, attn_implementation="eager")
+    job.processor = job.family.processor_for(processor, job.spec)
     job.image = load_image(opts.sample_image) if opts.sample_image else sample_scene(max(max(job.spec.image_hw), 64))
     minimal = int(job.processor.encode(job.image, "x")["input_ids"].shape[1])
     if job.shapes.max_prompt_tokens < minimal:

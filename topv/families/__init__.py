@@ -15,8 +15,9 @@ from topv.artifact.files import read_json
 from topv.errors import ArtifactError, UnsupportedModelError
 from topv.families.base import Family, Processor
 from topv.families.llava import LlavaFamily
+from topv.families.qwen2_vl import Qwen2VLFamily
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (LlavaFamily(),)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (LlavaFamily(), Qwen2VLFamily())}
 
 __all__ = ["FAMILIES", "Family", "Processor", "family_for_config", "get_family", "read_model_config", "refuse_remote_code"]
 
@@ -35,7 +36,7 @@ def family_for_config(config: dict[str, Any]) -> Family:
     """
     archs = config.get("architectures") or []
     for family in FAMILIES.values():
-        if set(archs) & set(family.architectures) or (not archs and config.get("model_type") == family.name):
+        if set(archs) & set(family.architectures) or (not archs and config.get("model_type") in family.model_types):
             return family
     supported = ", ".join(a for f in FAMILIES.values() for a in f.architectures)
     raise UnsupportedModelError(f"Unsupported architecture {archs or config.get('model_type')!r}; topv supports {supported}.")

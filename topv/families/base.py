@@ -43,6 +43,7 @@ class Family:
 
     name: ClassVar[str]
     architectures: ClassVar[tuple[str, ...]]
+    model_types: ClassVar[tuple[str, ...]]  # config.json ``model_type`` values (a config without ``architectures``)
     text_models: ClassVar[tuple[str, ...]]
     vision_models: ClassVar[tuple[str, ...]]
 
@@ -58,6 +59,10 @@ class Family:
     def default_image_hw(self, config: dict[str, Any], processor_dir: Path) -> tuple[int, int] | None:
         """The resolution an export uses when none is given (None: the model has a fixed one)."""
         return None
+
+    def request_spec(self, spec: ModelSpec, inputs: dict[str, Any]) -> ModelSpec:
+        """The geometry of one request (families whose token grid follows the image size override this)."""
+        return spec
 
     # ------------------------------------------------------------------ modules (torch)
     def model_class(self, config: dict[str, Any]) -> Any:
@@ -103,6 +108,10 @@ class Family:
     def load_processor(self, folder: Path) -> Processor:
         """The processor saved in ``folder`` (never running code shipped with it)."""
         raise NotImplementedError
+
+    def processor_for(self, processor: Processor, spec: ModelSpec) -> Processor:
+        """The processor an export of ``spec`` saves: one that gives every input the spec's fixed geometry."""
+        return processor
 
     def wrap_processor(self, processor: Any) -> Processor:
         """A :class:`Processor` from a transformers processor object (or the processor itself)."""

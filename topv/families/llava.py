@@ -69,6 +69,7 @@ class LlavaProcessor:
 class LlavaFamily(Family):
     name = "llava"
     architectures = ("LlavaForConditionalGeneration",)
+    model_types = ("llava",)
     text_models = ("llama", "mistral", "qwen2")
     vision_models = tuple(_HAS_CLS)
 

@@ -44,6 +44,7 @@ class BenchOptions:
     image: str | None = None
     seed: int = 0
     quantize: list[str | None] = field(default_factory=lambda: [None])  # None and/or "int8", one export each
+    image_size: tuple[int, int] | None = None  # for models whose token count follows the image size (Qwen2-VL)
 
     def __post_init__(self) -> None:
         for b in self.baselines:
@@ -89,20 +90,23 @@ def _export_for(source: Path, keep: int | None, options: BenchOptions, max_promp
 
     return cached_export(source, options.work_dir / "exports", ExportOptions(
         keep=keep, layer=options.layer, dtype=options.dtype, max_prompt_tokens=max_prompt, max_new_tokens=options.new_tokens,
-        validate_tokens=4, threads=options.threads, device=options.device or "cpu", quantize=quantize))
+        validate_tokens=4, threads=options.threads, device=options.device or "cpu", quantize=quantize,
+        image_size=options.image_size))
 
 
 def _model_for_shape(shape: str, work_dir: Path, seed: int, dtype: str = "fp32") -> Path:
-    from topv.testing.llava import SHAPES, save_random_llava
+    from topv.testing import llava, qwen
 
-    if shape not in SHAPES:
-        raise ConfigError(f"Unknown --model-shape {shape!r}; known: {', '.join(SHAPES)}.")
+    shapes = {**llava.SHAPES, **qwen.SHAPES}
+    if shape not in shapes:
+        raise ConfigError(f"Unknown --model-shape {shape!r}; known: {', '.join(shapes)}.")
     out = work_dir / "models" / f"{shape}-seed{seed}-{dtype}"
     if not (out / "config.json").is_file():
         import torch
 
         log.info("building a random-weight %s model in %s", shape, out)
-        save_random_llava(out, shape, seed=seed, dtype=torch.float16 if dtype == "fp16" else None)
+        save = qwen.save_random_qwen if shape in qwen.SHAPES else llava.save_random_llava
+        save(out, shape, seed=seed, dtype=torch.float16 if dtype == "fp16" else None)
     return out
 
 
@@ -166,8 +170,8 @@ def run_bench(out_dir: str | Path | None, options: BenchOptions) -> dict[str, An
 
     raw = read_model_config(source)
     family = family_for_config(raw)
-    spec = family.spec(raw, family.default_image_hw(raw, source))
-    processor = family.load_processor(source)
+    spec = family.spec(raw, options.image_size or family.default_image_hw(raw, source))
+    processor = family.processor_for(family.load_processor(source), spec)
     image = load_image(options.image) if options.image else sample_scene(max(max(spec.image_hw), 64))
     prompt = make_prompt(processor, image, options.prompt_tokens)
     prompt_len = int(processor.encode(image, prompt)["input_ids"].shape[1])

@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from topv.cli import device_value, keep_value, options_from_args, positive_int, run_cli, setup_logging
+from topv.cli import device_value, image_size, keep_value, options_from_args, positive_int, run_cli, setup_logging
 
 
 def _keeps(text: str):
@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="topv-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out_dir", nargs="?", default=None, help="a topv-export folder (its source checkpoint is used for sweeps)")
     p.add_argument("--model-shape", default=None,
-                   help="benchmark a random-weight model of a real architecture: tiny, cpu-bench, llava-edge-1b, llava-1.5-7b")
+                   help="benchmark a random-weight model of a real architecture: tiny, cpu-bench, llava-edge-1b, llava-1.5-7b, "
+                        "qwen2.5-vl-3b, qwen2.5-vl-7b")
     p.add_argument("--backend", type=_names, default=["ort-cpu"], help="comma list of ort-cpu, ort-cuda, trt, torch")
     p.add_argument("--keep-sweep", type=_keeps, default=None, metavar="LIST", help="e.g. all,192,128,64 (one export each)")
     p.add_argument("--prompt-tokens", type=positive_int, default=None, help="prompt length incl. visual tokens")
@@ -42,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=positive_int, default=None)
     p.add_argument("--device", type=device_value, default=None, help="cpu, cuda or cuda:N")
     p.add_argument("--image", default=None, help="image to use (default: a generated scene)")
+    p.add_argument("--image-size", type=image_size, default=None, metavar="HxW",
+                   help="input resolution for Qwen2-VL models (multiples of 28; default: the processor's, capped at 896x896)")
     p.add_argument("--work-dir", default="artifacts/bench", help="cache for random models and sweep exports")
     p.add_argument("--json", dest="json_path", default=None, metavar="FILE", help="write the full result as JSON")
     p.add_argument("--plot", default=None, metavar="FILE", help="write the latency breakdown and memory bars (PNG)")

@@ -184,9 +184,10 @@ class ReferencePipeline:
         weights = torch.softmax((q.float() @ k.float().transpose(-1, -2)) * scale, dim=-1)
         return weights.mean(dim=1)[0, 0]
 
-    def select(self, captured: dict[str, Any], offset: int, position_ids: torch.Tensor) -> tuple[list[int], torch.Tensor | None]:
+    def select(self, captured: dict[str, Any], offset: int, position_ids: torch.Tensor,
+               spec: ModelSpec | None = None) -> tuple[list[int], torch.Tensor | None]:
         """Kept indices within the visual tokens for the configured method, and the scores it ranked."""
-        spec = self.spec
+        spec = spec or self.spec
         extra = spec.num_extra_visual_tokens
         lo, hi = offset + extra, offset + spec.num_visual_tokens
         scores = None
@@ -204,11 +205,11 @@ class ReferencePipeline:
         return kept_visual, (scores.detach().float().cpu() if scores is not None else None)
 
     @torch.no_grad()
-    def prefill(self, input_ids: torch.Tensor, inputs: dict[str, Any] | None = None, *,
+    def prefill(self, input_ids: torch.Tensor, inputs: dict[str, Any], *,
                 image_features: torch.Tensor | None = None) -> PrefillResult:
         """Run the prompt through the model, pruning at layer K; returns the last token's logits.
 
-        Pass the processor's ``inputs`` (the vision tower runs here) or precomputed ``image_features``.
+        ``inputs`` are the processor's outputs (the vision tower runs on them unless ``image_features`` are given).
         """
         input_ids = torch.as_tensor(input_ids)
         if input_ids.dim() != 2 or input_ids.shape[0] != 1:
@@ -217,7 +218,8 @@ class ReferencePipeline:
         t0 = self._now()
         feats = self.image_features(inputs) if image_features is None else image_features
         timings["vision"] = self._now() - t0
-        spec = self.spec
+        spec = self.family.request_spec(self.spec, inputs)
+        prune = self.prune and check_keep(self.keep, spec.num_grid_tokens) < spec.num_grid_tokens
         offset = image_span(input_ids[0].tolist(), spec.image_token_id, spec.num_visual_tokens)
         seq = input_ids.shape[1]
         t0 = self._now()
@@ -230,8 +232,8 @@ class ReferencePipeline:
         timings["prefill_head"] = self._now() - t0
         kept_visual, scores = None, None
         t0 = self._now()
-        if self.prune:
-            kept_visual, scores = self.select(captured, offset, positions)
+        if prune:
+            kept_visual, scores = self.select(captured, offset, positions, spec)
             keep_pos = list(range(offset)) + [offset + i for i in kept_visual] + list(range(offset + spec.num_visual_tokens, seq))
             index = torch.tensor(keep_pos, device=self.device)
             hidden, positions_kept = hidden[:, index], positions[..., index]
