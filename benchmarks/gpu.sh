@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The GPU table of docs/benchmarks.md (H100, LLaVA-1.5-7B shapes, fp16, batch 1). Runs ON the GPU
-# machine, from the repository root, after onnxruntime-gpu has been brought there (docs/gpu.md):
-#   the wheel parts joined under /tmp/gw and installed into /tmp/site.
-# Writes $OUT/gpu.json and $OUT/gpu.png (or ./gpu-results/ when OUT is unset).
+# The GPU run (docs/gpu.md): ON the GPU machine, from the repository root, after the onnxruntime-gpu wheel parts
+# were copied to /tmp/gw/part.1 .. part.5 by the preceding device calls. Installs the wheels into /tmp/site,
+# checks the CUDA provider, then runs benchmarks/gpu_run.py: tier 1 correctness (tiny and llava-edge-1b, fp16,
+# ort-cuda with and without CUDA graph vs ort-cpu and torch), tier 2 topv-bench on llava-edge-1b, tier 3 on
+# llava-1.5-7b if the clock allows; every tier's JSON lands in $OUT as soon as it is done; a table is printed last.
+#   CPU dry run (in the test suite): bash benchmarks/gpu.sh --device cpu --dry-run
 set -euo pipefail
 out=${OUT:-gpu-results}
 mkdir -p "$out"
@@ -11,9 +13,8 @@ if [ -d /tmp/gw ] && [ ! -d /tmp/site/onnxruntime ]; then
    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site ./*.whl)
 fi
 export PYTHONPATH=/tmp/site:$(pwd):${PYTHONPATH:-} PATH=/tmp/site/bin:$PATH PYTHONUNBUFFERED=1
-python3 -c "import onnxruntime as o; o.preload_dlls(); print(o.__version__, o.get_available_providers())"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-python3 -m topv.profiling.cli --model-shape llava-1.5-7b --dtype fp16 --device cuda:0 \
-  --backend ort-cuda,torch --keep-sweep all,64 --prompt-tokens 640 --new-tokens 32 \
-  --baseline hf,hf-static --repeats 5 --warmup 2 --work-dir /tmp/topv-bench \
-  --json "$out/gpu.json" --plot "$out/gpu.png" "$@"
+py=${PYTHON:-python3}
+$py -c "import onnxruntime as o; getattr(o, 'preload_dlls', lambda: None)(); print('onnxruntime', o.__version__, o.get_available_providers())"
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
+$py -c "import json, topv.versions as v; print(json.dumps(v.library_versions()))" | tee "$out/versions.json"
+exec $py benchmarks/gpu_run.py --out "$out" "$@"

@@ -149,25 +149,32 @@ def _cpu_name() -> str:
 
 
 # ---------------------------------------------------------------------- the benchmark
-def run_bench(out_dir: str | Path | None, options: BenchOptions) -> dict[str, Any]:
+@dataclass
+class BenchInputs:
+    """What every measured run shares: the checkpoint, its geometry and processor, the image and the prompt."""
+
+    source: Path
+    spec: Any
+    processor: Any
+    image: Any
+    prompt: str
+    prompt_tokens: int
+    max_prompt: int  # the exports' --max-prompt-tokens
+
+
+def prepare(out_dir: str | Path | None, options: BenchOptions) -> BenchInputs:
+    """The checkpoint (built for ``--model-shape``, or the export's source), the image and a prompt of the asked length."""
     from topv.artifact.manifest import read_manifest
     from topv.export.exporter import sample_scene
-    from topv.profiling.runners import PipelineRunner
-    from topv.runtime.pipeline import Pipeline
-    from topv.versions import library_versions
-
-    if options.model_shape:
-        source = _model_for_shape(options.model_shape, options.work_dir, options.seed, options.dtype)
-        keeps = options.keeps if options.keeps is not None else [None]
-    elif out_dir is not None:
-        source = Path(read_manifest(out_dir).model_source)
-        keeps = options.keeps
-    else:
-        raise ConfigError("Give an export folder OUT_DIR or --model-shape NAME.")
-
     from topv.families import family_for_config, read_model_config
     from topv.inputs import load_image
 
+    if options.model_shape:
+        source = _model_for_shape(options.model_shape, options.work_dir, options.seed, options.dtype)
+    elif out_dir is not None:
+        source = Path(read_manifest(out_dir).model_source)
+    else:
+        raise ConfigError("Give an export folder OUT_DIR or --model-shape NAME.")
     raw = read_model_config(source)
     family = family_for_config(raw)
     spec = family.spec(raw, options.image_size or family.default_image_hw(raw, source))
@@ -175,76 +182,66 @@ def run_bench(out_dir: str | Path | None, options: BenchOptions) -> dict[str, An
     image = load_image(options.image) if options.image else sample_scene(max(max(spec.image_hw), 64))
     prompt = make_prompt(processor, image, options.prompt_tokens)
     prompt_len = int(processor.encode(image, prompt)["input_ids"].shape[1])
-    max_prompt = max(prompt_len, spec.num_visual_tokens + 64)
+    return BenchInputs(source, spec, processor, image, prompt, prompt_len, max(prompt_len, spec.num_visual_tokens + 64))
 
-    exports: list[Path] = []
+
+def run_bench(out_dir: str | Path | None, options: BenchOptions) -> dict[str, Any]:
+    from topv.versions import library_versions
+
+    inputs = prepare(out_dir, options)
+    keeps = options.keeps if options.keeps is not None or out_dir is not None else [None]
     if keeps is None:
-        exports.append(Path(out_dir))
+        exports = [Path(out_dir)]
     else:
-        for quantize in options.quantize:
-            for keep in keeps:
-                exports.append(_export_for(source, keep, options, max_prompt, quantize))
-
+        exports = [_export_for(inputs.source, keep, options, inputs.max_prompt, q) for q in options.quantize for keep in keeps]
     from topv.memory import device_used_probe
 
     probe = device_used_probe(_device_index(options.device))[0] if _on_gpu(options.device) else None
-    runs = []
-    for folder in exports:
-        manifest = read_manifest(folder)
-        keep = manifest.pruning.keep
-        weights = (manifest.quantization or {}).get("weights")
-        for backend in options.backends:
-            if weights and backend != "ort-cpu":
-                continue  # int8 MatMulInteger graphs are for ONNX Runtime's CPU provider
-            label = f"topv {backend}{' ' + weights if weights else ''} keep={keep if keep is not None else 'all'}"
-            log.info("measuring %s (%d warm-up, %d runs)", label, options.warmup, options.repeats)
-            pipe = Pipeline.load(folder, backend, threads=options.threads, device=options.device, verify_checksums=False,
-                                 model_dir=source)
-            runner = PipelineRunner(pipe, image, prompt, options.new_tokens, label)
-            m = measure(runner, warmup=options.warmup, repeats=options.repeats, gpu_probe=probe)
-            runs.append({
-                "label": label,
-                "kind": "topv",
-                "backend": backend,
-                "keep": keep,
-                "weights": weights or manifest.dtype,
-                "export": str(folder),
-                "prompt_tokens": runner.last.prompt_length,
-                "kept_prompt_tokens": runner.last.kept_length,
-                "new_tokens": len(runner.last.token_ids),
-                "stats": m.stats(),
-                "kv_cache_bytes": manifest.kv.nbytes,
-                "kv_cache_bytes_unpruned": manifest.kv.nbytes_unpruned,
-                "peak_host_rss_bytes": m.peak_host_rss_bytes,
-                "peak_gpu_bytes": m.peak_gpu_bytes,
-                "load_and_warmup_s": m.warmup_seconds,
-            })
-            del pipe, runner
-            gc.collect()
-
+    runs = [run for folder in exports for run in _measure_export(folder, inputs, options, probe)]
     if options.baselines:
-        runs += _hf_baselines(source, processor, image, prompt, options, probe)
-
+        runs += _hf_baselines(inputs.source, inputs.processor, inputs.image, inputs.prompt, options, probe)
     result = {
         "meta": {
-            "command": " ".join(sys.argv),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "device": device_info(options.device),
-            "versions": library_versions(),
-            "model": {"source": str(source), "shape": options.model_shape, "spec": spec.to_json()},
-            "dtype": options.dtype,
-            "layer": options.layer,
-            "batch": 1,
-            "prompt_tokens": prompt_len,
-            "new_tokens": options.new_tokens,
-            "repeats": options.repeats,
-            "warmup": options.warmup,
-            "threads": options.threads,
+            "command": " ".join(sys.argv), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "device": device_info(options.device), "versions": library_versions(),
+            "model": {"source": str(inputs.source), "shape": options.model_shape, "spec": inputs.spec.to_json()},
+            "dtype": options.dtype, "layer": options.layer, "batch": 1, "prompt_tokens": inputs.prompt_tokens,
+            "new_tokens": options.new_tokens, "repeats": options.repeats, "warmup": options.warmup, "threads": options.threads,
         },
         "runs": runs,
     }
     result["ratios"] = ratios(runs)
     return result
+
+
+def _measure_export(folder: Path, inputs: BenchInputs, options: BenchOptions, probe: Any) -> list[dict[str, Any]]:
+    """Every backend of ``options`` on one export."""
+    from topv.artifact.manifest import read_manifest
+    from topv.profiling.runners import PipelineRunner
+    from topv.runtime.pipeline import Pipeline
+
+    manifest = read_manifest(folder)
+    keep, weights = manifest.pruning.keep, (manifest.quantization or {}).get("weights")
+    runs = []
+    for backend in options.backends:
+        if weights and backend != "ort-cpu":
+            continue  # int8 MatMulInteger graphs are for ONNX Runtime's CPU provider
+        label = f"topv {backend}{' ' + weights if weights else ''} keep={keep if keep is not None else 'all'}"
+        log.info("measuring %s (%d warm-up, %d runs)", label, options.warmup, options.repeats)
+        pipe = Pipeline.load(folder, backend, threads=options.threads, device=options.device, verify_checksums=False,
+                             model_dir=inputs.source)
+        runner = PipelineRunner(pipe, inputs.image, inputs.prompt, options.new_tokens, label)
+        m = measure(runner, warmup=options.warmup, repeats=options.repeats, gpu_probe=probe)
+        runs.append({
+            "label": label, "kind": "topv", "backend": backend, "keep": keep, "weights": weights or manifest.dtype,
+            "export": str(folder), "prompt_tokens": runner.last.prompt_length, "kept_prompt_tokens": runner.last.kept_length,
+            "new_tokens": len(runner.last.token_ids), "stats": m.stats(), "kv_cache_bytes": manifest.kv.nbytes,
+            "kv_cache_bytes_unpruned": manifest.kv.nbytes_unpruned, "peak_host_rss_bytes": m.peak_host_rss_bytes,
+            "peak_gpu_bytes": m.peak_gpu_bytes, "load_and_warmup_s": m.warmup_seconds,
+        })
+        del pipe, runner
+        gc.collect()
+    return runs
 
 
 def _hf_baselines(source: Path, processor: Any, image: Any, prompt: str, options: BenchOptions, probe) -> list[dict[str, Any]]:
