@@ -118,3 +118,18 @@ def test_video_and_second_images_are_refused(exports, image_file, capsys, prompt
     assert run_main([str(out), "--image", str(image_file), "--prompt", prompt]) == 2
     err = capsys.readouterr().err
     assert "one image" in err or "supported" in err or "image" in err
+
+
+def test_topv_eval_runs_every_method_on_qwen(exports, image_file, tmp_path, capsys):
+    from topv.evaluation.cli import main as eval_main
+
+    data = tmp_path / "val.jsonl"
+    data.write_text("".join(json.dumps({"image": str(image_file), "question": q, "answer": "w1"}) + "\n"
+                            for q in ("w3 w14", "w9 w26 w2")))
+    model_dir = exports.model_dir("qwen2.5-vl", MODELS["qwen2.5-vl"])
+    assert eval_main([str(model_dir), "--data", str(data), "--keep", "8,4", "--max-new-tokens", "2",
+                      "--json", str(tmp_path / "r.json")]) == 0
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert {(r["method"], r["keep"]) for r in result["results"]} >= {("topv", 8), ("fastv", 4), ("random", 4), ("uniform", 8),
+                                                                     ("none", None)}
+    assert all(r["n"] == 2 for r in result["results"])

@@ -46,18 +46,6 @@ def import_tensorrt() -> Any:
     return tensorrt
 
 
-def installed_tensorrt_version() -> str | None:
-    """The installed TensorRT version from package metadata, without importing tensorrt (None if unknown)."""
-    from importlib import metadata
-
-    for dist in ("tensorrt", "tensorrt-cu12", "tensorrt-cu11", "tensorrt-cu13", "tensorrt_cu12_libs"):
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return None
-
-
 def make_logger(trt: Any, level: int = logging.WARNING) -> Any:
     """A ``trt.ILogger`` that forwards to :mod:`logging` and keeps the errors for the failure message."""
 

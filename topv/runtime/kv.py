@@ -78,6 +78,3 @@ class KVCache:
         """``{past_key.i: buffer, past_value.i: buffer}`` in the decode step's input order."""
         pairs = [b for pair in zip(self.keys, self.values) for b in pair]
         return dict(zip(names.kv_names("past", range(self.layout.num_layers)), pairs))
-
-    def buffers(self) -> list[Any]:
-        return list(self.feeds().values())

@@ -182,10 +182,6 @@ class Pipeline:
         options = BackendOptions(threads=threads, device=device, cuda_graph=cuda_graph, model_dir=model_dir)
         return cls(folder, manifest, cls_.load(folder, manifest, options), processor, max_concurrency, wait_seconds)
 
-    @property
-    def backend_name(self) -> str:
-        return self.backend.name
-
     # ------------------------------------------------------------------ generation
     def generate(self, image: Any, prompt: str, *, max_new_tokens: int | None = None, temperature: float = 0.0,
                  top_p: float = 1.0, seed: int = 0, stream: bool = False, stop_token_ids: list[int] | None = None,
