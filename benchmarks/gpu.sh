@@ -10,7 +10,7 @@ out=${OUT:-gpu-results}
 mkdir -p "$out"
 if [ -d /tmp/gw ] && [ ! -d /tmp/site/onnxruntime ]; then
   (cd /tmp/gw && cat $(ls part.* | sort -t. -k2 -n) | tar xf - && \
-   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site ./*.whl)
+   ${PYTHON:-python3} -m pip install -q --no-index --no-deps --no-compile --target /tmp/site ./*.whl)
 fi
 export PYTHONPATH=/tmp/site:$(pwd):${PYTHONPATH:-} PATH=/tmp/site/bin:$PATH PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}

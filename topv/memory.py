@@ -47,9 +47,12 @@ def max_rss_bytes() -> int | None:
 def device_used_probe(index: int = 0) -> tuple[Callable[[], int] | None, str]:
     """A function returning device ``index``'s used bytes, and how it measures; ``(None, why)`` without one."""
     try:
-        from cuda.bindings import runtime as cudart
+        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
     except ImportError:
-        cudart = None
+        try:
+            from cuda import cudart  # older cuda-python
+        except ImportError:
+            cudart = None
     if cudart is not None:
         def used_cudart() -> int:
             err, free, total = cudart.cudaMemGetInfo()

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 __version__ = "10.99.0+standin"
-TOPV_STANDIN = True  # lets TrtExecutor run on device="cpu"
+TOPV_STANDIN = True  # lets the trt backend run on device="cpu"
 
 BUILDS: list[dict] = []  # one record per build_serialized_network call, for assertions
 FAIL_BUILD: set[str] = set()  # ONNX file names whose build "runs out of memory"

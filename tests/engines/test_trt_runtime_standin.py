@@ -1,6 +1,6 @@
-"""TrtExecutor against the stand-in tensorrt module on the CPU: same tokens as ONNX Runtime, and refusals.
+"""The trt backend against the stand-in tensorrt module on the CPU: same tokens as ONNX Runtime, and refusals.
 
-The stand-in runs each "engine" with ONNX Runtime through the raw addresses TrtExecutor binds, so these
+The stand-in runs each "engine" with ONNX Runtime through the raw addresses the trt backend binds, so these
 tests check topv's bindings, prefill copies and per-token KV slot writes, not TensorRT.
 """
 

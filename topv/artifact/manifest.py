@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -452,5 +453,8 @@ def _present(folder: Path) -> list[str]:
 
 
 def _ours(rel: str) -> bool:
-    """Files topv adds to an export after the manifest: TensorRT engines and their manifest."""
-    return rel in (MANIFEST_NAME, "engines.json") or ("/" not in rel and rel.endswith(".engine"))
+    """Files topv adds to an export after the manifest: TensorRT engines, their manifest, and the temporary
+    engine files a killed ``topv-build`` leaves (never read; the next build replaces them)."""
+    if "/" in rel:
+        return False
+    return rel in (MANIFEST_NAME, "engines.json") or rel.endswith(".engine") or re.fullmatch(r"\..+\.engine\.tmp-\d+", rel) is not None

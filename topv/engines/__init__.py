@@ -11,7 +11,6 @@ Modules:
     build            ``build_engines``: one engine per graph with the tensorrt Python API
     device           GPU identity (name, compute capability)
     trt_import       ``import tensorrt`` with install instructions; the TensorRT logger
-    polygraphy_inputs  real per-graph inputs and ``polygraphy run`` commands for verification
     build_cli / check_cli   ``topv-build`` / ``topv-check``
 """
 

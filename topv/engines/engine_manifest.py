@@ -16,7 +16,7 @@ Schema (format :data:`ENGINE_FORMAT`)::
                    "peak_host_rss_bytes": ..., "peak_device_used_bytes": ...},
         ...
       },
-      "peak_memory": {"host_rss_bytes": ..., "host_method": "psutil", "device_used_bytes": ..., "device_baseline_bytes": ...,
+      "peak_memory": {"host_rss_bytes": ..., "host_method": "process RSS, sampled every 50 ms", "device_used_bytes": ..., "device_baseline_bytes": ...,
                       "device_method": "cudaMemGetInfo (cuda-python), sampled every 50 ms"},
       "total_build_seconds": 61.0
     }

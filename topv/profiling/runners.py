@@ -40,9 +40,11 @@ class HFGenerateRunner:
     ``static=True`` uses ``cache_implementation="static"`` (transformers compiles the decode step
     automatically; the first, warm-up call pays the compilation). ``prefill`` is one forward pass over the
     prompt minus the vision tower's time; decode per token is ``(generate(n) - generate(1)) / (n - 1)``.
+    ``ttft`` and ``total`` include preprocessing (``encode``), as topv's do.
     """
 
-    def __init__(self, model: Any, inputs: dict[str, Any], new_tokens: int, label: str, *, static: bool = False) -> None:
+    def __init__(self, model: Any, inputs: dict[str, Any], new_tokens: int, label: str, *, static: bool = False,
+                 encode: Any = None) -> None:
         import torch
 
         from topv.reference.loading import model_family
@@ -54,6 +56,7 @@ class HFGenerateRunner:
         self.new_tokens = new_tokens
         self.label = label
         self.static = static
+        self.encode = encode or (lambda: inputs)
         self.device = next(model.parameters()).device
 
     def _generate(self, n: int) -> Any:
@@ -73,9 +76,11 @@ class HFGenerateRunner:
             self.model(**self.inputs, use_cache=True)
             t_forward = device_now(self.device) - t0
             t0 = device_now(self.device)
+            self.encode()
             self._generate(1)
             t_ttft = device_now(self.device) - t0
             t0 = device_now(self.device)
+            self.encode()
             gen = self._generate(self.new_tokens)
             t_total = device_now(self.device) - t0
         n = gen.shape[1] - self.inputs["input_ids"].shape[1]

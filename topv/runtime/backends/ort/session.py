@@ -56,8 +56,8 @@ def open_session(path: Path, options: Any, providers: list[Any]) -> Any:
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped exceptions; re-raised typed
         text = str(exc).splitlines()[0][:400] if str(exc) else type(exc).__name__
         raise ArtifactError(
-            f"ONNX Runtime cannot load {path.name} ({text}). The graph is damaged, or refers to data outside the "
-            "export folder; re-export the model."
+            f"ONNX Runtime cannot load {path.name} ({text}). The graph is damaged or refers to data outside the "
+            "export folder (re-export the model), or the execution provider refused its options here."
         ) from None
 
 

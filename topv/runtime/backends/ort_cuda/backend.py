@@ -15,6 +15,7 @@ binding and buffer logic on machines without a GPU.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,7 @@ class OrtCudaBackend(TorchArrays, Backend):
             raise BackendUnavailableError("torch sees no CUDA device; the ort-cuda backend needs an NVIDIA GPU.")
         if hasattr(ort, "preload_dlls"):
             ort.preload_dlls()
-        stream = torch.cuda.current_stream(device)
+        stream = torch.cuda.Stream(device)  # ONNX Runtime's compute stream; CUDA graphs cannot capture the legacy one
         graph = cuda_graph_default() if options.cuda_graph is None else options.cuda_graph
         base = {"device_id": str(device.index or 0), "user_compute_stream": str(stream.cuda_stream)}
         sessions = {}
@@ -86,17 +87,27 @@ class OrtCudaBackend(TorchArrays, Backend):
         fn = binding.bind_output if output else binding.bind_input
         fn(name, *self.ort_device, dtype, list(tensor.shape), tensor.contiguous().data_ptr())
 
+    def _on_stream(self) -> Any:
+        """Torch work of this backend runs on ONNX Runtime's stream, after what the current stream has queued."""
+        if self.stream is None:
+            return contextlib.nullcontext()
+        self.stream.wait_stream(self.torch.cuda.current_stream(self.device))
+        return self.torch.cuda.stream(self.stream)
+
     def run(self, graph: str, feeds: dict[str, Any], axes: dict[str, int]) -> dict[str, Any]:
         info, session = self.manifest.graphs[graph], self.sessions[graph]
-        outputs = {t.name: self.torch.empty(t.resolve(axes), dtype=torch_dtype(t.dtype), device=self.device) for t in info.outputs}
-        binding = session.io_binding()
-        held = {name: feeds[name].to(device=self.device, dtype=torch_dtype(info.tensor(name).dtype)).contiguous()
-                for name in info.input_names}
-        for name, tensor in held.items():
-            self._bind(binding, graph, name, tensor)
-        for name, tensor in outputs.items():
-            self._bind(binding, graph, name, tensor, output=True)
-        session.run_with_iobinding(binding)
+        with self._on_stream():
+            outputs = {t.name: self.torch.empty(t.resolve(axes), dtype=torch_dtype(t.dtype), device=self.device) for t in info.outputs}
+            binding = session.io_binding()
+            held = {name: feeds[name].to(device=self.device, dtype=torch_dtype(info.tensor(name).dtype)).contiguous()
+                    for name in info.input_names}
+            for name, tensor in held.items():
+                self._bind(binding, graph, name, tensor)
+            for name, tensor in outputs.items():
+                self._bind(binding, graph, name, tensor, output=True)
+            session.run_with_iobinding(binding)
+        if self.stream is not None:
+            self.stream.synchronize()  # the chain uses the outputs on torch's current stream next
         return outputs
 
     def decoder(self, cache: KVCache) -> DecodeStep:
@@ -115,12 +126,13 @@ class OrtCudaBackend(TorchArrays, Backend):
             self._bind(binding, n.DECODE_STEP, name, tensor, output=True)
 
         def step(token: int, position: int) -> np.ndarray:
-            small[n.INPUT_IDS].fill_(token)
-            small[n.POSITION_IDS].fill_(position)
-            small[n.PAST_LENGTH_HEAD].fill_(cache.length_head)
-            small[n.PAST_LENGTH_TAIL].fill_(cache.length_tail)
-            session.run_with_iobinding(binding)
-            cache.write_step(new)
-            return logits[0].cpu().numpy()
+            with self._on_stream():
+                small[n.INPUT_IDS].fill_(token)
+                small[n.POSITION_IDS].fill_(position)
+                small[n.PAST_LENGTH_HEAD].fill_(cache.length_head)
+                small[n.PAST_LENGTH_TAIL].fill_(cache.length_tail)
+                session.run_with_iobinding(binding)
+                cache.write_step(new)
+                return logits[0].cpu().numpy()
 
         return step

@@ -241,6 +241,8 @@ class _DecodeStep:
     def __call__(self, token: int, position: int) -> np.ndarray:
         staging, cache = self.staging, self.cache
         staging[0, 0], staging[1, 0], staging[2, 0], staging[3, 0] = token, position, cache.length_head, cache.length_tail
+        if self.dev.is_cuda:  # the prompt's keys/values were copied into the cache on torch's current stream
+            self.dev.stream.wait_stream(self.torch.cuda.current_stream(self.dev.device))
         with self.dev.activate():
             self.small.copy_(staging, non_blocking=True)
             if self.graph is not None:
@@ -307,7 +309,9 @@ class TrtBackend(Backend):
     def run(self, graph: str, feeds: dict[str, Any], axes: dict[str, int]) -> dict[str, Any]:
         runner = self.engines[graph]
         with self._lock, self.dev.activate():
-            return runner.run({name: self.dev.to_device(feeds[name], runner.dtypes[name]) for name in runner.inputs})
+            outputs = runner.run({name: self.dev.to_device(feeds[name], runner.dtypes[name]) for name in runner.inputs})
+            self.dev.synchronize()  # the chain uses the outputs on torch's current stream next
+        return outputs
 
     def asarray(self, array: np.ndarray) -> Any:
         return self.torch.from_numpy(np.ascontiguousarray(array)).to(self.dev.device)

@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         from topv.artifact.manifest import read_manifest
 
-        folder = Path(args.out_dir)
+        folder = Path(args.out_dir).resolve()
         manifest = read_manifest(folder)
         save_dir = Path(args.save_dir) if args.save_dir else folder.with_name(folder.name + "-polygraphy")
         paths = save_inputs(graph_inputs(folder, args.image, args.prompt), save_dir)
