@@ -68,11 +68,15 @@ def seed_value(text: str) -> int:
 
 
 def device_value(text: str) -> str:
-    """``cpu``, ``cuda`` or ``cuda:N`` (availability is checked by the backend that uses it)."""
+    """``cpu``, ``cuda`` or ``cuda:N``, or an OpenVINO device (``gpu``, ``gpu.N``, ``npu``, ``auto``) for the openvino
+    backend (availability is checked by the backend that uses it)."""
     value = text.strip().lower()
     if value in ("cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
         return value
-    raise argparse.ArgumentTypeError(f"expected a device: cpu, cuda or cuda:N; got {text!r}")
+    base, _, index = value.partition(".")
+    if base in ("gpu", "npu", "auto") and (not index or index.isdigit()):
+        return value
+    raise argparse.ArgumentTypeError(f"expected a device: cpu, cuda or cuda:N (or gpu, gpu.N, npu for openvino); got {text!r}")
 
 
 def topv_config(text: str | None):

@@ -12,7 +12,7 @@ import sys
 
 from topv.cli import device_value, positive_int, run_cli, seed_value, setup_logging
 
-BACKENDS = ("ort-cpu", "ort-cuda", "trt", "torch")
+BACKENDS = ("ort-cpu", "ort-cuda", "trt", "torch", "openvino")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +22,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", required=True, help="question about the image")
     p.add_argument("--max-new-tokens", type=positive_int, default=None, help="default: the export's --max-new-tokens")
     p.add_argument("--backend", choices=BACKENDS, default="ort-cpu", help="default: ort-cpu")
-    p.add_argument("--device", type=device_value, default=None, help="cpu, cuda or cuda:N for ort-cuda, trt and torch")
+    p.add_argument("--device", type=device_value, default=None,
+                   help="cpu, cuda or cuda:N for ort-cuda, trt and torch; cpu, gpu, gpu.N or npu for openvino")
+    p.add_argument("--precision", choices=("f32", "bf16", "f16", "auto"), default=None,
+                   help="openvino: precision of the graphs after the pruning decision (default f32, the tokens of ort-cpu; "
+                        "auto: the device's default, bf16 on CPUs with AVX512_BF16 or AMX)")
+    p.add_argument("--weights", choices=("int8",), default=None,
+                   help="openvino: int8 weights (NNCF) for the graphs after the pruning decision, made once and cached")
+    p.add_argument("--low-memory", action="store_true",
+                   help="ort-cpu: hold every weight once (no prepacked copies per graph), at some decode speed")
     p.add_argument("--temperature", type=float, default=0.0, help="0 (default) is greedy")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=seed_value, default=0)
@@ -50,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
             kept_map = check_output_file(args.save_kept_map, inputs=[args.image, args.out_dir], ours=png_is_ours,
                                          what="--save-kept-map", suffixes=(".png",))
         pipe = Pipeline.load(args.out_dir, args.backend, threads=args.threads, device=args.device,
-                             verify_checksums=False if args.no_verify else (True if args.full_verify else "stamp"))
+                             verify_checksums=False if args.no_verify else (True if args.full_verify else "stamp"),
+                             precision=args.precision, weights=args.weights, low_memory=args.low_memory)
         kwargs = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed)
         if args.json:
             result = pipe.generate(args.image, args.prompt, **kwargs)

@@ -148,13 +148,15 @@ class Pipeline:
     @classmethod
     def load(cls, folder: str | Path, backend: str = "ort-cpu", *, threads: int | None = None, device: str | None = None,
              verify_checksums: bool | str = "stamp", max_concurrency: int = 1, model_dir: str | Path | None = None,
-             cuda_graph: bool | None = None, wait_seconds: float = 300.0) -> "Pipeline":
+             cuda_graph: bool | None = None, wait_seconds: float = 300.0, precision: str | None = None,
+             weights: str | None = None, low_memory: bool = False) -> "Pipeline":
         """Open an export folder: check the manifest and files, open the backend, allocate the KV states.
 
         Args:
-            backend: ``ort-cpu``, ``ort-cuda``, ``trt`` or ``torch``.
+            backend: ``ort-cpu``, ``ort-cuda``, ``trt``, ``torch`` or ``openvino``.
             threads: CPU threads (ONNX Runtime intra-op / torch); default all available cores.
-            device: ``cuda:0`` style device for GPU backends (and ``torch``).
+            device: ``cuda:0`` style device for GPU backends (and ``torch``); an OpenVINO device name (``CPU``,
+                ``GPU``, ``NPU``) for ``openvino``.
             verify_checksums: ``"stamp"`` (default): SHA-256 of every file, skipped when a stamp in the user's cache
                 shows this folder was hashed in full and no file changed size, mtime or inode since; ``True``:
                 always hash; ``False``: sizes only (file listing and confinement are always checked).
@@ -162,12 +164,19 @@ class Pipeline:
             model_dir: the Hugging Face checkpoint for the ``torch`` backend (default: the manifest's source).
             cuda_graph: capture the decode step as a CUDA graph (GPU backends; default ``TOPV_CUDA_GRAPH``).
             wait_seconds: how long a generation waits for a free KV state before raising ``BusyError``.
+            precision: ``openvino``: ``f32`` (default, the tokens of ``ort-cpu``), ``bf16``, ``f16`` or ``auto`` for
+                the graphs after the pruning decision; the graphs that choose the kept tokens stay float32.
+            weights: ``openvino``: ``"int8"`` for NNCF int8 weights in those graphs (made once, cached).
+            low_memory: ``ort-cpu``: hold each weight once (no prepacked copies), at some decode speed.
 
         Raises:
             ArtifactError / ChecksumMismatchError / IncompatibleArtifactError: the folder is unusable.
             BackendUnavailableError: the backend's library is not installed.
         """
         cls_ = backend_class(backend)
+        options = BackendOptions(threads=threads, device=device, cuda_graph=cuda_graph, model_dir=model_dir,
+                                 precision=precision, weights=weights, low_memory=low_memory)
+        cls_.check_options(options)
         if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
             raise InputError(f"max_concurrency must be an integer >= 1; got {max_concurrency!r}.")
         folder = Path(folder)
@@ -179,7 +188,6 @@ class Pipeline:
             )
         verify_folder(folder, manifest, checksums=verify_checksums)
         processor = get_family(manifest.spec.family).load_processor(folder / manifest.processor_folder)
-        options = BackendOptions(threads=threads, device=device, cuda_graph=cuda_graph, model_dir=model_dir)
         return cls(folder, manifest, cls_.load(folder, manifest, options), processor, max_concurrency, wait_seconds)
 
     # ------------------------------------------------------------------ generation

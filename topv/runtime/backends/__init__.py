@@ -16,6 +16,7 @@ BACKENDS: dict[str, str] = {
     "ort-cuda": "topv.runtime.backends.ort_cuda.backend:OrtCudaBackend",
     "trt": "topv.runtime.backends.trt.backend:TrtBackend",
     "torch": "topv.runtime.backends.torch.backend:TorchBackend",
+    "openvino": "topv.runtime.backends.openvino.backend:OpenVinoBackend",
 }
 
 

@@ -34,18 +34,46 @@ class BackendOptions:
         device: ``cuda``/``cuda:N`` for GPU backends (and ``torch``), an OpenVINO device name for ``openvino``.
         cuda_graph: capture the decode step as a CUDA graph (GPU backends); None: ``TOPV_CUDA_GRAPH``.
         model_dir: the source checkpoint for the ``torch`` backend (default: the manifest's source).
+        precision: ``openvino``: the inference precision of the graphs after the pruning decision: ``f32``
+            (default; the tokens of ``ort-cpu``), ``bf16``, ``f16`` or ``auto`` (the device's default).
+        weights: ``openvino``: ``int8`` compresses those graphs' weights (NNCF, once per export, cached).
+        low_memory: ``ort-cpu``: hold every weight once (no per-session prepacked copies; the weights stay in
+            the memory-mapped ``weights.bin``), at some decode speed.
     """
 
     threads: int | None = None
     device: str | None = None
     cuda_graph: bool | None = None
     model_dir: str | Path | None = None
+    precision: str | None = None
+    weights: str | None = None
+    low_memory: bool = False
 
 
 class Backend(abc.ABC):
     """Runs graphs on one kind of hardware. Subclasses say how; the chain says what."""
 
     name: ClassVar[str]
+    # which of BackendOptions' backend-specific fields (precision, weights, low_memory) this backend takes
+    takes: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def check_options(cls, options: BackendOptions) -> None:
+        """Refuse an option this backend would otherwise ignore.
+
+        Raises:
+            ConfigError: a backend-specific option set on a backend that does not take it.
+        """
+        from topv.errors import ConfigError
+
+        given = {"precision": options.precision not in (None, "f32"), "weights": options.weights is not None,
+                 "low_memory": bool(options.low_memory)}
+        for field_name, set_ in given.items():
+            if set_ and field_name not in cls.takes:
+                users = {"precision": "openvino", "weights": "openvino (ort-cpu: topv-export --quantize int8)",
+                         "low_memory": "ort-cpu"}[field_name]
+                raise ConfigError(f"The {cls.name} backend does not take {field_name}={getattr(options, field_name)!r}; "
+                                  f"it is an option of {users}.")
 
     def __init__(self, kv: KVLayout) -> None:
         self.kv = kv

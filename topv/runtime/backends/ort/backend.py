@@ -1,5 +1,9 @@
 """``ort-cpu``: every graph in an ONNX Runtime CPU session; the decode step bound once with IOBinding.
 
+``low_memory`` turns off ONNX Runtime's weight prepacking: each session otherwise keeps its own packed
+copy of every MatMul weight (the decoder's weights are in a prefill graph and in the decode step), while
+without it they stay in the memory-mapped ``weights.bin``, held once.
+
 The static KV buffers, the four small decode inputs and the decode outputs are numpy arrays wrapped
 (not copied) as OrtValues, so a step costs one ``run_with_iobinding`` plus a one-slot write per layer.
 """
@@ -21,6 +25,7 @@ from topv.runtime.kv import KVCache
 
 class OrtBackend(Backend):
     name = "ort-cpu"
+    takes = frozenset({"low_memory"})
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
 
     def __init__(self, manifest: Manifest, sessions: dict[str, Any]) -> None:
@@ -38,7 +43,7 @@ class OrtBackend(Backend):
             raise BackendUnavailableError(
                 f"ONNX Runtime here offers {ort.get_available_providers()}, not {missing}; install the matching onnxruntime package."
             )
-        opts = session_options(options.threads)
+        opts = session_options(options.threads, prepack=not options.low_memory)
         sessions = {g: open_session(Path(folder) / info.file, opts, list(cls.providers)) for g, info in manifest.graphs.items()}
         for g, info in manifest.graphs.items():
             check_session_io(sessions[g], info)

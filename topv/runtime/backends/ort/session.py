@@ -33,8 +33,9 @@ def import_onnxruntime() -> Any:
     return onnxruntime
 
 
-def session_options(threads: int | None = None) -> Any:
-    """Explicit threads and no spinning: idle ONNX Runtime threads otherwise spin and steal cores."""
+def session_options(threads: int | None = None, *, prepack: bool = True) -> Any:
+    """Explicit threads and no spinning: idle ONNX Runtime threads otherwise spin and steal cores. ``prepack=False``
+    keeps the weights where the graph's external data maps them instead of a packed copy per session."""
     ort = import_onnxruntime()
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads or default_threads()
@@ -43,6 +44,8 @@ def session_options(threads: int | None = None) -> Any:
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    if not prepack:
+        opts.add_session_config_entry("session.disable_prepacking", "1")
     opts.log_severity_level = 3
     return opts
 

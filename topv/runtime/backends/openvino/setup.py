@@ -1,0 +1,137 @@
+"""How the openvino backend opens an export: which graph runs at which precision with which weights,
+the compile options, and int8 weights made once per export and kept in topv's cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from topv.artifact import names as n
+from topv.artifact.manifest import Manifest
+from topv.errors import BackendUnavailableError, ConfigError
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("f32", "bf16", "f16", "auto")
+WEIGHTS = ("int8",)
+INSTALL_HINT = "install it with `pip install 'topv[openvino]'` (openvino, and nncf for int8 weights)"
+
+
+def import_openvino() -> Any:
+    try:
+        import openvino
+    except ImportError as exc:
+        raise BackendUnavailableError(f"OpenVINO is not installed; {INSTALL_HINT}, or use backend='ort-cpu'.") from exc
+    return openvino
+
+
+def device_name(core: Any, device: str | None) -> str:
+    """``cpu`` -> ``CPU``; any other OpenVINO device by name, checked against the devices present."""
+    name = (device or "CPU").strip().upper()
+    if name.startswith("CUDA"):
+        raise ConfigError(f"device {device!r} is a CUDA device; the openvino backend takes OpenVINO device names "
+                          f"({', '.join(core.available_devices)} here). Use backend='ort-cuda' or 'trt' for CUDA.")
+    base = name.split(".")[0]
+    if base not in ("AUTO", "HETERO", "MULTI") and not any(d == name or d.split(".")[0] == name for d in core.available_devices):
+        raise ConfigError(f"OpenVINO has no device {name!r} here; it has {', '.join(core.available_devices)}.")
+    return name
+
+
+def exact_graphs(manifest: Manifest) -> set[str]:
+    """The graphs whose numerics decide the kept tokens: float32 and uncompressed on every precision."""
+    return {n.VISION, n.PREFILL_HEAD, n.PRUNE} if manifest.pruning.enabled else set()
+
+
+def plan(manifest: Manifest, precision: str | None, weights: str | None) -> dict[str, dict[str, Any]]:
+    """``{graph: {"precision": f32|bf16|f16|auto, "weights": None|int8}}``.
+
+    Raises:
+        ConfigError: an unknown precision or weight format, or one the export's dtype cannot take.
+    """
+    precision = (precision or "f32").lower()
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)} on the openvino backend; got {precision!r}.")
+    if weights is not None and weights not in WEIGHTS:
+        raise ConfigError(f"weights must be 'int8' (or None for the export's own) on the openvino backend; got {weights!r}.")
+    if manifest.quantization:
+        raise ConfigError("This export has ONNX Runtime int8 weights (topv-export --quantize); the openvino backend runs "
+                          "float exports (pass weights='int8' for OpenVINO's own int8 weights).")
+    exact = exact_graphs(manifest)
+    return {g: {"precision": "f32" if g in exact else precision, "weights": None if g in exact else weights}
+            for g in manifest.graphs}
+
+
+def compile_options(options: Any, precision: str, device: str) -> dict[str, Any]:
+    from topv.runtime.backends.ort.session import default_threads
+
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+    if device.startswith("CPU"):
+        config.update(INFERENCE_NUM_THREADS=options.threads or default_threads(), NUM_STREAMS=1)
+    if precision != "auto":
+        config["INFERENCE_PRECISION_HINT"] = precision
+    return config
+
+
+def graph_model(core: Any, folder: Path, manifest: Manifest, graph: str, weights: str | None) -> Any:
+    """The graph as an ``ov.Model`` (or a path OpenVINO compiles directly), with int8 weights if asked."""
+    path = folder / manifest.graphs[graph].file
+    if weights is None:
+        return core.read_model(str(path))
+    return _int8_model(core, path, manifest, graph)
+
+
+def _int8_model(core: Any, path: Path, manifest: Manifest, graph: str) -> Any:
+    """NNCF's int8 weights for one graph, made once and kept in ``<cache>/openvino/<key>/`` (key: the export's
+    file checksums, the graph and the library versions), so later loads read them instead of compressing again."""
+    from topv.config import cache_dir
+
+    nncf = _import_nncf()
+    ov = import_openvino()
+    key = _cache_key(manifest, graph, ov.__version__, nncf.__version__)
+    root = cache_dir()
+    cached = root / "openvino" / key if root is not None else None
+    if cached is not None and (cached / f"{graph}.xml").is_file() and (cached / f"{graph}.bin").is_file():
+        return core.read_model(str(cached / f"{graph}.xml"))
+    log.info("compressing %s to int8 weights with NNCF (once per export)", graph)
+    model = nncf.compress_weights(core.read_model(str(path)), mode=nncf.CompressWeightsMode.INT8_ASYM)
+    if cached is not None:
+        _save_atomically(ov, model, cached, graph)
+    return model
+
+
+def _cache_key(manifest: Manifest, graph: str, ov_version: str, nncf_version: str) -> str:
+    files = {rel: rec.sha256 for rel, rec in sorted(manifest.files.items())}
+    text = json.dumps({"files": files, "graph": graph, "mode": "int8_asym", "openvino": ov_version, "nncf": nncf_version},
+                      sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _save_atomically(ov: Any, model: Any, folder: Path, graph: str) -> None:
+    """Write ``graph.xml``/``.bin`` into a fresh folder and rename it into place; a cache that cannot be written
+    only costs the next load another compression."""
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+        try:
+            ov.save_model(model, str(tmp / f"{graph}.xml"), compress_to_fp16=False)  # True would make every constant f16
+            if not folder.exists():  # another process may have kept the same weights meanwhile
+                os.replace(tmp, folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    except OSError as exc:
+        log.warning("could not keep the int8 weights in %s (%s); the next load compresses again", folder, exc)
+
+
+def _import_nncf() -> Any:
+    try:
+        import nncf
+    except ImportError as exc:
+        raise BackendUnavailableError(f"int8 weights on the openvino backend need NNCF; {INSTALL_HINT}.") from exc
+    return nncf
