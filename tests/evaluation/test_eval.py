@@ -1,5 +1,6 @@
 """topv-eval: data loading errors, accuracy bookkeeping, overlaps, and a small end-to-end run."""
 
+import importlib.util
 import json
 
 import pytest
@@ -92,3 +93,18 @@ def test_ort_backend_agrees_with_torch_on_topv(tiny_llava_dir, dataset, tmp_path
     assert [r["accuracy"] for r in a["results"]] == [r["accuracy"] for r in b["results"]]
     with pytest.raises(InputError, match="implement topv and none only"):
         run_eval(tiny_llava_dir, dataset, EvalOptions(backend="ort-cpu", methods=["fastv"], keeps=[6], work_dir=tmp_path / "w2"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
+                    reason="the openvino backend needs OpenVINO: pip install 'topv[openvino]'")
+def test_agreement_report_against_ort_cpu(tiny_llava_dir, dataset, tmp_path, capsys):
+    """--agreement: every question also on ort-cpu float32; openvino float32 agrees exactly (tokens and kept tokens)."""
+    out = tmp_path / "agree.json"
+    rc = eval_main([str(tiny_llava_dir), "--data", str(dataset), "--methods", "topv", "--keep", "6", "--backend", "openvino",
+                    "--agreement", "--threads", "1", "--work-dir", str(tmp_path / "work"), "--json", str(out)])
+    assert rc == 0
+    entry = json.loads(out.read_text())["agreement"]["topv keep=6"]
+    assert entry["questions"] == 3 and entry["kept_indices_identical"] == 3 and entry["greedy_questions_identical"] == 3
+    assert entry["logits_cosine_min"] > 0.9999 and entry["teacher_forced_steps"] >= 3
+    assert "against ort-cpu float32 (openvino, precision f32" in capsys.readouterr().out
+    assert eval_main([str(tiny_llava_dir), "--data", str(dataset), "--agreement"]) == 2  # torch backend: nothing to compare

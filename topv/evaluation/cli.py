@@ -4,8 +4,12 @@ Data: JSON lines {"image": path relative to the file, "question": str, "answer":
 "type" adds a per-type breakdown). Answers are compared after normalization (case, punctuation,
 articles, number words). Prints a table; --json and --plot save the result.
 
---backend ort-cpu exports the model once per keep budget (cached in --work-dir) and evaluates the
-exported graphs; it supports the methods that are exported: topv and none.
+--backend ort-cpu or openvino exports the model once per keep budget (cached in --work-dir) and evaluates
+the exported graphs; they support the methods that are exported: topv and none. --agreement also runs
+every question on ort-cpu in float32 and reports how far the chosen backend and precision drift from it
+(logits cosine and largest error under teacher forcing, identical greedy tokens, identical kept tokens):
+  topv-eval models/topv-shapes-vqa --data data/shapes-vqa/val.jsonl --methods topv --keep 16 \
+      --backend openvino --precision bf16 --weights int8 --agreement
 """
 
 from __future__ import annotations
@@ -31,7 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default="topv,fastv,random,uniform,none", help="comma list (default: all five)")
     p.add_argument("--keep", type=_ints, default=None, help="keep budgets (default: 1/3, 2/9, 1/9 of the visual tokens)")
     p.add_argument("--layer", type=int, default=2, help="pruning layer K (default 2)")
-    p.add_argument("--backend", choices=("torch", "ort-cpu"), default="torch")
+    p.add_argument("--backend", choices=("torch", "ort-cpu", "openvino"), default="torch")
+    p.add_argument("--precision", choices=("f32", "bf16", "f16", "auto"), default=None,
+                   help="openvino: inference precision after the pruning decision (default f32)")
+    p.add_argument("--weights", choices=("int8",), default=None, help="openvino: int8 weights (NNCF) after the pruning decision")
+    p.add_argument("--agreement", action="store_true", help="compare every answer's logits with ort-cpu float32 (exported backends)")
     p.add_argument("--config", default=None, metavar="JSON", help="TopV hyperparameters (JSON file or inline object)")
     p.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N examples")
     p.add_argument("--max-new-tokens", type=positive_int, default=8)

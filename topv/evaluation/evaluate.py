@@ -67,6 +67,7 @@ class Cell:
     total: int = 0
     by_type: dict[str, list[int]] = field(default_factory=dict)
     kept: list[list[int]] = field(default_factory=list)
+    agreement: Any = None  # evaluation.agreement.Agreement against ort-cpu float32 (--agreement)
 
     @property
     def accuracy(self) -> float:
@@ -203,6 +204,13 @@ def table(result: dict[str, Any]) -> str:
     lines.append("accuracy (relative to no pruning); mean kept-index overlap (Jaccard):")
     for keep, pairs in result["kept_overlap"].items():
         lines.append(f"  keep {keep}: " + ", ".join(f"{p} {v:.2f}" for p, v in pairs.items()))
+    if result.get("agreement"):
+        from topv.evaluation.agreement import summary
+
+        meta = result["meta"]
+        lines.append(f"against ort-cpu float32 ({meta['backend']}, precision {meta.get('precision') or 'f32'}, "
+                     f"weights {meta.get('weights') or 'as exported'}):")
+        lines += [f"  {label}: {summary(entry)}" for label, entry in result["agreement"].items()]
     return "\n".join(lines)
 
 

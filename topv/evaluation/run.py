@@ -28,6 +28,14 @@ class EvalOptions:
     threads: int | None = None
     work_dir: Path = Path("artifacts/eval")
     predictions: str | None = None
+    precision: str | None = None  # openvino
+    weights: str | None = None  # openvino
+    agreement: bool = False  # exported backends: compare with ort-cpu float32 on every question
+
+    def __post_init__(self) -> None:
+        if self.backend == "torch" and (self.precision or self.weights or self.agreement):
+            raise InputError("--precision, --weights and --agreement apply to exported backends (ort-cpu, openvino), "
+                             "not --backend torch.")
 
 
 def default_keeps(num_grid_tokens: int) -> list[int]:
@@ -63,15 +71,18 @@ def run_eval(model_dir: str | Path, data: str | Path, options: EvalOptions) -> d
         cells = evaluate_torch(model, processor, examples, methods=options.methods, keeps=keeps, layer=options.layer,
                                config=options.config, max_new_tokens=options.max_new_tokens, seed=options.seed,
                                on_prediction=write)
-    elif options.backend == "ort-cpu":
+    elif options.backend in ("ort-cpu", "openvino"):
         cells = _evaluate_exported(model_dir, examples, keeps, options, write)
     else:
-        raise InputError(f"topv-eval backends are torch and ort-cpu; got {options.backend!r}.")
+        raise InputError(f"topv-eval backends are torch, ort-cpu and openvino; got {options.backend!r}.")
     if options.predictions:
         from topv.cli.outputs import atomic_write
 
         atomic_write(Path(options.predictions), "".join(json.dumps(p) + "\n" for p in predictions).encode())
     result = report(cells, spec.num_grid_tokens)
+    if options.agreement:
+        result["agreement"] = {f"{c.method} keep={c.keep if c.keep is not None else 'all'}": c.agreement.to_json()
+                               for c in cells if c.agreement is not None}
     result["meta"] = {
         "model": str(model_dir),
         "data": str(data),
@@ -80,6 +91,8 @@ def run_eval(model_dir: str | Path, data: str | Path, options: EvalOptions) -> d
         "keeps": keeps,
         "layer": options.layer,
         "backend": options.backend,
+        "precision": options.precision,
+        "weights": options.weights,
         "num_visual_tokens": spec.num_grid_tokens,
         "topv_config": options.config.to_dict(),
         "max_new_tokens": options.max_new_tokens,
@@ -91,6 +104,7 @@ def run_eval(model_dir: str | Path, data: str | Path, options: EvalOptions) -> d
 
 
 def _evaluate_exported(model_dir: Path, examples, keeps, options: EvalOptions, write):
+    from topv.evaluation.agreement import Agreement, compare
     from topv.evaluation.answers import answers_match
     from topv.evaluation.evaluate import Cell
     from topv.export.cache import cached_export
@@ -100,7 +114,7 @@ def _evaluate_exported(model_dir: Path, examples, keeps, options: EvalOptions, w
     unsupported = [m for m in options.methods if m not in ("topv", "none")]
     if unsupported:
         raise InputError(
-            f"--backend ort-cpu evaluates exported graphs, which implement topv and none only; drop {unsupported} or use "
+            f"--backend {options.backend} evaluates exported graphs, which implement topv and none only; drop {unsupported} or use "
             "--backend torch."
         )
     cells = []
@@ -108,10 +122,15 @@ def _evaluate_exported(model_dir: Path, examples, keeps, options: EvalOptions, w
     for method, keep in plan:
         out = cached_export(model_dir, options.work_dir, ExportOptions(
             keep=keep, layer=options.layer, config=options.config, max_new_tokens=options.max_new_tokens, threads=options.threads))
-        pipe = Pipeline.load(out, threads=options.threads)
+        pipe = Pipeline.load(out, options.backend, threads=options.threads, precision=options.precision, weights=options.weights)
+        reference = Pipeline.load(out, "ort-cpu", threads=options.threads) if options.agreement else None
         cell = Cell(method, keep)
+        cell.agreement = Agreement() if reference is not None else None
         for index, ex in enumerate(examples):
-            r = pipe.generate(ex.image, ex.question, max_new_tokens=options.max_new_tokens)
+            if reference is not None:
+                r = compare(reference, pipe, ex.image, ex.question, options.max_new_tokens, cell.agreement)
+            else:
+                r = pipe.generate(ex.image, ex.question, max_new_tokens=options.max_new_tokens)
             ok = answers_match(r.text, ex.answer)
             cell.total += 1
             cell.correct += ok
@@ -121,5 +140,9 @@ def _evaluate_exported(model_dir: Path, examples, keeps, options: EvalOptions, w
                 write({"index": index, "method": method, "keep": keep, "prediction": r.text, "answer": ex.answer,
                        "correct": ok, "kept_indices": r.kept_indices})
         log.info("%s keep=%s: accuracy %.3f", method, keep, cell.accuracy)
+        if cell.agreement is not None:
+            from topv.evaluation.agreement import summary
+
+            log.info("  against ort-cpu float32: %s", summary(cell.agreement.to_json()))
         cells.append(cell)
     return cells
