@@ -1,5 +1,6 @@
 """topv-bench end to end on a tiny random model: JSON content, ratios, table and plot."""
 
+import importlib.util
 import json
 
 import pytest
@@ -60,3 +61,32 @@ def test_sweep_reuses_a_matching_export(tmp_path):
     stamp = (b / "manifest.json").stat().st_mtime_ns
     assert _export_for(source, 4, opts, 40) == b
     assert (b / "manifest.json").stat().st_mtime_ns == stamp  # reused, not rebuilt
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
+                    reason="the openvino backend needs OpenVINO: pip install 'topv[openvino]'")
+def test_backend_options_each_in_its_own_process(tmp_path, capsys):
+    """``--backend openvino:bf16,ort-cpu:low-memory --isolate``: each run in a fresh process, so its peak RSS is its own
+    (at least what it held after loading, and not the parent's)."""
+    out_json = tmp_path / "bench.json"
+    rc = bench_main(["--model-shape", "tiny", "--keep-sweep", "4", "--backend", "openvino:bf16,ort-cpu:low-memory", "--isolate",
+                     "--prompt-tokens", "40", "--new-tokens", "3", "--repeats", "1", "--warmup", "0",
+                     "--work-dir", str(tmp_path / "work"), "--json", str(out_json), "--threads", "1"])
+    assert rc == 0
+    runs = json.loads(out_json.read_text())["runs"]
+    assert [r["label"] for r in runs] == ["topv openvino:bf16 keep=4", "topv ort-cpu:low-memory keep=4"]
+    for run in runs:
+        assert run["isolated"] and run["new_tokens"] == 3
+        assert run["process_peak_rss_bytes"] >= run["host_rss_before_load_bytes"] > 0
+    assert "RSS MB" in capsys.readouterr().out
+
+
+def test_unknown_backend_options_are_refused():
+    from topv.errors import ConfigError
+    from topv.profiling.bench import BenchOptions, backend_spec
+
+    assert backend_spec("openvino:bf16:int8") == ("openvino", {"precision": "bf16", "weights": "int8"})
+    with pytest.raises(ConfigError, match="unknown option.*fp8"):
+        BenchOptions(backends=["openvino:fp8"])
+    with pytest.raises(ConfigError, match="unknown backend 'onnx'"):
+        BenchOptions(backends=["onnx"])

@@ -45,6 +45,7 @@ class BenchOptions:
     seed: int = 0
     quantize: list[str | None] = field(default_factory=lambda: [None])  # None and/or "int8", one export each
     image_size: tuple[int, int] | None = None  # for models whose token count follows the image size (Qwen2-VL)
+    isolate: bool = False  # measure each export and backend in its own process (peak RSS of that backend alone)
 
     def __post_init__(self) -> None:
         for b in self.baselines:
@@ -52,6 +53,8 @@ class BenchOptions:
                 raise ConfigError(f"--baseline takes hf and/or hf-static; got {b!r}.")
         if self.repeats < 1 or self.warmup < 0 or self.new_tokens < 2:
             raise ConfigError("--repeats must be >= 1, --warmup >= 0 and --new-tokens >= 2.")
+        for spec in self.backends:
+            backend_spec(spec)
 
 
 # ---------------------------------------------------------------------- inputs
@@ -214,36 +217,84 @@ def run_bench(out_dir: str | Path | None, options: BenchOptions) -> dict[str, An
     return result
 
 
+BACKEND_OPTIONS = {"f32": ("precision", "f32"), "bf16": ("precision", "bf16"), "f16": ("precision", "f16"),
+                   "auto": ("precision", "auto"), "int8": ("weights", "int8"), "low-memory": ("low_memory", True)}
+
+
+def backend_spec(text: str) -> tuple[str, dict[str, Any]]:
+    """``openvino:bf16:int8`` -> ``("openvino", {"precision": "bf16", "weights": "int8"})``.
+
+    Raises:
+        ConfigError: an unknown backend or option.
+    """
+    from topv.runtime.backends import BACKENDS
+
+    name, *opts = text.split(":")
+    if name not in BACKENDS:
+        raise ConfigError(f"--backend {text!r}: unknown backend {name!r}; choose from {', '.join(BACKENDS)}.")
+    unknown = [o for o in opts if o not in BACKEND_OPTIONS]
+    if unknown:
+        raise ConfigError(f"--backend {text!r}: unknown option(s) {unknown}; options are {', '.join(BACKEND_OPTIONS)} "
+                          "(e.g. openvino:bf16:int8, ort-cpu:low-memory).")
+    return name, dict(BACKEND_OPTIONS[o] for o in opts)
+
+
 def _measure_export(folder: Path, inputs: BenchInputs, options: BenchOptions, probe: Any) -> list[dict[str, Any]]:
-    """Every backend of ``options`` on one export."""
+    """Every backend of ``options`` on one export (each in its own process with ``options.isolate``)."""
+    runs = []
+    for spec in options.backends:
+        if options.isolate:
+            import multiprocessing
+
+            with multiprocessing.get_context("spawn").Pool(1) as pool:
+                run = pool.apply(_measure_one, (folder, spec, inputs, options, None))
+        else:
+            run = _measure_one(folder, spec, inputs, options, probe)
+        if run is not None:
+            runs.append(run)
+    return runs
+
+
+def _measure_one(folder: Path, spec: str, inputs: BenchInputs, options: BenchOptions, probe: Any) -> dict[str, Any] | None:
     from topv.artifact.manifest import read_manifest
+    from topv.memory import host_rss
     from topv.profiling.runners import PipelineRunner
     from topv.runtime.pipeline import Pipeline
 
+    if options.isolate and _on_gpu(options.device):
+        from topv.memory import device_used_probe
+
+        probe = device_used_probe(_device_index(options.device))[0]
+    backend, extra = backend_spec(spec)
     manifest = read_manifest(folder)
     keep, weights = manifest.pruning.keep, (manifest.quantization or {}).get("weights")
-    runs = []
-    for backend in options.backends:
-        if weights and backend != "ort-cpu":
-            continue  # int8 MatMulInteger graphs are for ONNX Runtime's CPU provider
-        label = f"topv {backend}{' ' + weights if weights else ''} keep={keep if keep is not None else 'all'}"
-        log.info("measuring %s (%d warm-up, %d runs)", label, options.warmup, options.repeats)
-        t0 = time.perf_counter()
-        pipe = Pipeline.load(folder, backend, threads=options.threads, device=options.device, verify_checksums=False,
-                             model_dir=inputs.source)
-        load_s = time.perf_counter() - t0
-        runner = PipelineRunner(pipe, inputs.image, inputs.prompt, options.new_tokens, label)
-        m = measure(runner, warmup=options.warmup, repeats=options.repeats, gpu_probe=probe)
-        runs.append({
-            "label": label, "kind": "topv", "backend": backend, "keep": keep, "weights": weights or manifest.dtype,
-            "export": str(folder), "prompt_tokens": runner.last.prompt_length, "kept_prompt_tokens": runner.last.kept_length,
-            "new_tokens": len(runner.last.token_ids), "stats": m.stats(), "kv_cache_bytes": manifest.kv.nbytes,
-            "kv_cache_bytes_unpruned": manifest.kv.nbytes_unpruned, "peak_host_rss_bytes": m.peak_host_rss_bytes,
-            "peak_gpu_bytes": m.peak_gpu_bytes, "load_s": load_s, "warmup_s": m.warmup_seconds,
-        })
-        del pipe, runner
-        gc.collect()
-    return runs
+    if weights and backend != "ort-cpu":
+        return None  # int8 MatMulInteger graphs are for ONNX Runtime's CPU provider
+    label = f"topv {spec}{' ' + weights if weights else ''} keep={keep if keep is not None else 'all'}"
+    log.info("measuring %s (%d warm-up, %d runs)", label, options.warmup, options.repeats)
+    rss_before = host_rss()
+    t0 = time.perf_counter()
+    pipe = Pipeline.load(folder, backend, threads=options.threads, device=options.device, verify_checksums=False,
+                         model_dir=inputs.source, **extra)
+    load_s = time.perf_counter() - t0
+    runner = PipelineRunner(pipe, inputs.image, inputs.prompt, options.new_tokens, label)
+    m = measure(runner, warmup=options.warmup, repeats=options.repeats, gpu_probe=probe)
+    from topv.memory import max_rss_bytes
+
+    run = {
+        "label": label, "kind": "topv", "backend": spec, "keep": keep, "weights": extra.get("weights") or weights or manifest.dtype,
+        "export": str(folder), "prompt_tokens": runner.last.prompt_length, "kept_prompt_tokens": runner.last.kept_length,
+        "new_tokens": len(runner.last.token_ids), "stats": m.stats(), "kv_cache_bytes": manifest.kv.nbytes,
+        "kv_cache_bytes_unpruned": manifest.kv.nbytes_unpruned, "peak_host_rss_bytes": m.peak_host_rss_bytes,
+        "host_rss_before_load_bytes": rss_before, "peak_gpu_bytes": m.peak_gpu_bytes, "load_s": load_s,
+        "warmup_s": m.warmup_seconds, "isolated": options.isolate,
+    }
+    if options.isolate:
+        run["process_peak_rss_bytes"] = max_rss_bytes()  # this process held only this backend
+    pipe.backend.close()
+    del pipe, runner
+    gc.collect()
+    return run
 
 
 def _hf_baselines(source: Path, processor: Any, image: Any, prompt: str, options: BenchOptions, probe) -> list[dict[str, Any]]:
@@ -309,8 +360,9 @@ def ratios(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def table(result: dict[str, Any]) -> str:
-    """A plain-text table of p50 latencies (ms), throughput and KV size."""
-    head = f"{'run':38s} {'vision':>8s} {'prefill':>8s} {'prune':>7s} {'TTFT':>8s} {'dec/tok':>8s} {'e2e':>9s} {'tok/s':>7s} {'KV MB':>7s}"
+    """A plain-text table of p50 latencies (ms), throughput, KV size and peak RSS (MB; the process's own with --isolate)."""
+    head = (f"{'run':38s} {'vision':>8s} {'prefill':>8s} {'prune':>7s} {'TTFT':>8s} {'dec/tok':>8s} {'e2e':>9s} {'tok/s':>7s} "
+            f"{'KV MB':>7s} {'RSS MB':>7s}")
     lines = [head, "-" * len(head)]
     for run in result["runs"]:
         def cell(stage: str, width: int, digits: int = 1) -> str:
@@ -320,10 +372,12 @@ def table(result: dict[str, Any]) -> str:
         total = _p50(run, "total")
         tps = (run.get("new_tokens") or result["meta"]["new_tokens"]) / (total / 1e3) if total else None
         kv = run.get("kv_cache_bytes")
+        rss = run.get("process_peak_rss_bytes") or run.get("peak_host_rss_bytes")
         lines.append(
             f"{run['label']:38s} {cell('vision', 8)} {cell('prefill', 8)} {cell('prune', 7, 2)} {cell('ttft', 8)} "
             f"{cell('decode_per_token', 8, 2)} {cell('total', 9)} "
-            f"{(f'{tps:7.1f}' if tps else '      -')} {(f'{kv / 1e6:7.1f}' if kv else '      -')}"
+            f"{(f'{tps:7.1f}' if tps else '      -')} {(f'{kv / 1e6:7.1f}' if kv else '      -')} "
+            f"{(f'{rss / 1e6:7.0f}' if rss else '      -')}"
         )
     for label, entry in result.get("ratios", {}).items():
         if entry:

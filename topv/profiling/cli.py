@@ -3,6 +3,7 @@
 Examples:
   topv-bench out/llava --keep-sweep all,192,128,64 --baseline hf --json bench.json --plot bench.png
   topv-bench --model-shape cpu-bench --keep-sweep all,64 --prompt-tokens 616 --baseline hf
+  topv-bench --model-shape cpu-bench --keep-sweep 64 --backend ort-cpu,openvino,openvino:bf16:int8 --isolate
 Warm-up runs are separate from measured runs; stages are timed with device synchronization.
 """
 
@@ -29,7 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-shape", default=None,
                    help="benchmark a random-weight model of a real architecture: tiny, cpu-bench, llava-edge-1b, llava-1.5-7b, "
                         "qwen2.5-vl-3b, qwen2.5-vl-7b")
-    p.add_argument("--backend", type=_names, default=["ort-cpu"], help="comma list of ort-cpu, ort-cuda, trt, torch")
+    p.add_argument("--backend", type=_names, default=["ort-cpu"],
+                   help="comma list of ort-cpu, ort-cuda, trt, torch, openvino, each with optional :options: "
+                        "openvino:bf16 (or :f16, :auto), openvino:bf16:int8, ort-cpu:low-memory")
+    p.add_argument("--isolate", action="store_true",
+                   help="measure each export and backend in its own process, so its peak RSS is its own")
     p.add_argument("--keep-sweep", type=_keeps, default=None, metavar="LIST", help="e.g. all,192,128,64 (one export each)")
     p.add_argument("--prompt-tokens", type=positive_int, default=None, help="prompt length incl. visual tokens")
     p.add_argument("--new-tokens", type=positive_int, default=32, help="tokens generated per run (eos ignored)")
