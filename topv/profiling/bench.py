@@ -53,8 +53,12 @@ class BenchOptions:
                 raise ConfigError(f"--baseline takes hf and/or hf-static; got {b!r}.")
         if self.repeats < 1 or self.warmup < 0 or self.new_tokens < 2:
             raise ConfigError("--repeats must be >= 1, --warmup >= 0 and --new-tokens >= 2.")
+        from topv.runtime.backends import backend_class
+        from topv.runtime.backends.base import BackendOptions
+
         for spec in self.backends:
-            backend_spec(spec)
+            name, extra = backend_spec(spec)
+            backend_class(name).check_options(BackendOptions(**extra))  # before any export is built
 
 
 # ---------------------------------------------------------------------- inputs
@@ -244,15 +248,38 @@ def _measure_export(folder: Path, inputs: BenchInputs, options: BenchOptions, pr
     runs = []
     for spec in options.backends:
         if options.isolate:
-            import multiprocessing
-
-            with multiprocessing.get_context("spawn").Pool(1) as pool:
-                run = pool.apply(_measure_one, (folder, spec, inputs, options, None))
+            if "int8" in spec.split(":")[1:]:
+                _in_child(_load_once, folder, spec, inputs.source, options)  # NNCF's compression, cached, is not measured
+            run = _in_child(_measure_one, folder, spec, inputs, options, None)
         else:
             run = _measure_one(folder, spec, inputs, options, probe)
         if run is not None:
             runs.append(run)
     return runs
+
+
+def _in_child(fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` in a fresh (spawned) process; a child that dies (out of memory, a crash) is a typed error."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    from topv.errors import TopvError
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            return pool.submit(fn, *args).result()
+        except BrokenProcessPool as exc:
+            raise TopvError(f"the measuring process for {args[1]!r} on {args[0]} died ({exc}); it may have run out of "
+                            "memory: measure fewer backends at a time or free memory.") from None
+
+
+def _load_once(folder: Path, spec: str, source: Path, options: BenchOptions) -> None:
+    from topv.runtime.pipeline import Pipeline
+
+    backend, extra = backend_spec(spec)
+    Pipeline.load(folder, backend, threads=options.threads, device=options.device, verify_checksums=False,
+                  model_dir=source, **extra)
 
 
 def _measure_one(folder: Path, spec: str, inputs: BenchInputs, options: BenchOptions, probe: Any) -> dict[str, Any] | None:
@@ -261,10 +288,12 @@ def _measure_one(folder: Path, spec: str, inputs: BenchInputs, options: BenchOpt
     from topv.profiling.runners import PipelineRunner
     from topv.runtime.pipeline import Pipeline
 
-    if options.isolate and _on_gpu(options.device):
-        from topv.memory import device_used_probe
+    if options.isolate:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")  # a spawned child starts without handlers
+        if _on_gpu(options.device):
+            from topv.memory import device_used_probe
 
-        probe = device_used_probe(_device_index(options.device))[0]
+            probe = device_used_probe(_device_index(options.device))[0]
     backend, extra = backend_spec(spec)
     manifest = read_manifest(folder)
     keep, weights = manifest.pruning.keep, (manifest.quantization or {}).get("weights")
@@ -279,8 +308,6 @@ def _measure_one(folder: Path, spec: str, inputs: BenchInputs, options: BenchOpt
     load_s = time.perf_counter() - t0
     runner = PipelineRunner(pipe, inputs.image, inputs.prompt, options.new_tokens, label)
     m = measure(runner, warmup=options.warmup, repeats=options.repeats, gpu_probe=probe)
-    from topv.memory import max_rss_bytes
-
     run = {
         "label": label, "kind": "topv", "backend": spec, "keep": keep, "weights": extra.get("weights") or weights or manifest.dtype,
         "export": str(folder), "prompt_tokens": runner.last.prompt_length, "kept_prompt_tokens": runner.last.kept_length,
@@ -290,11 +317,24 @@ def _measure_one(folder: Path, spec: str, inputs: BenchInputs, options: BenchOpt
         "warmup_s": m.warmup_seconds, "isolated": options.isolate,
     }
     if options.isolate:
-        run["process_peak_rss_bytes"] = max_rss_bytes()  # this process held only this backend
+        run["process_peak_rss_bytes"] = _own_peak_rss()  # this process held only this backend
     pipe.backend.close()
     del pipe, runner
     gc.collect()
     return run
+
+
+def _own_peak_rss() -> int | None:
+    """This process's peak RSS since it started its program (``VmHWM``: reset at exec, unlike ``ru_maxrss``,
+    which a spawned child inherits from its parent)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def _hf_baselines(source: Path, processor: Any, image: Any, prompt: str, options: BenchOptions, probe) -> list[dict[str, Any]]:

@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", type=device_value, default=None,
                    help="cpu, cuda or cuda:N for ort-cuda, trt and torch; cpu, gpu, gpu.N or npu for openvino")
     p.add_argument("--precision", choices=("f32", "bf16", "f16", "auto"), default=None,
-                   help="openvino: precision of the graphs after the pruning decision (default f32, the tokens of ort-cpu; "
+                   help="openvino: precision of the graphs after the pruning decision, every graph without pruning (default f32, the tokens of ort-cpu; "
                         "auto: the device's default, bf16 on CPUs with AVX512_BF16 or AMX)")
     p.add_argument("--weights", choices=("int8",), default=None,
                    help="openvino: int8 weights (NNCF) for the graphs after the pruning decision, made once and cached")

@@ -165,7 +165,8 @@ class Pipeline:
             cuda_graph: capture the decode step as a CUDA graph (GPU backends; default ``TOPV_CUDA_GRAPH``).
             wait_seconds: how long a generation waits for a free KV state before raising ``BusyError``.
             precision: ``openvino``: ``f32`` (default, the tokens of ``ort-cpu``), ``bf16``, ``f16`` or ``auto`` for
-                the graphs after the pruning decision; the graphs that choose the kept tokens stay float32.
+                the graphs after the pruning decision (every graph without pruning); the graphs that choose the kept
+                tokens stay float32.
             weights: ``openvino``: ``"int8"`` for NNCF int8 weights in those graphs (made once, cached).
             low_memory: ``ort-cpu``: hold each weight once (no prepacked copies), at some decode speed.
 

@@ -35,7 +35,8 @@ class BackendOptions:
         cuda_graph: capture the decode step as a CUDA graph (GPU backends); None: ``TOPV_CUDA_GRAPH``.
         model_dir: the source checkpoint for the ``torch`` backend (default: the manifest's source).
         precision: ``openvino``: the inference precision of the graphs after the pruning decision: ``f32``
-            (default; the tokens of ``ort-cpu``), ``bf16``, ``f16`` or ``auto`` (the device's default).
+            (default; the tokens of ``ort-cpu``), ``bf16``, ``f16`` or ``auto`` (the device's default); every
+            graph when the export does not prune.
         weights: ``openvino``: ``int8`` compresses those graphs' weights (NNCF, once per export, cached).
         low_memory: ``ort-cpu``: hold every weight once (no per-session prepacked copies; the weights stay in
             the memory-mapped ``weights.bin``), at some decode speed.

@@ -5,7 +5,8 @@
   ``f16`` or ``auto`` (the device's own default: bf16 on CPUs with AVX512_BF16 or AMX) apply only to the
   graphs after the pruning decision (``prefill_tail``, ``decode_step``). ``vision``, ``prefill_head`` and
   ``prune`` stay float32, because the kept tokens depend on them: measured on the bundled model, bf16 in
-  the vision tower alone changed the kept set of 10 of 60 questions.
+  the vision tower alone changed the kept set of 10 of 60 questions. An export without pruning has no kept
+  tokens to protect: every graph then runs at the precision (and weights) asked.
 * Weights (``BackendOptions.weights``): ``int8`` compresses the same graphs' weights with NNCF
   (``INT8_ASYM``, per channel, data free) once per export and keeps the result in topv's cache.
 * The decode step is one InferRequest per KV state with every tensor bound once (the static KV buffers,
@@ -89,7 +90,8 @@ class OpenVinoBackend(Backend):
         def step(token: int, position: int) -> np.ndarray:
             small[n.INPUT_IDS][0, 0], small[n.POSITION_IDS][0, 0] = token, position
             small[n.PAST_LENGTH_HEAD][0], small[n.PAST_LENGTH_TAIL][0] = cache.length_head, cache.length_tail
-            request.infer()
+            request.start_async()  # outputs are bound to our arrays: nothing to copy back
+            request.wait()
             cache.write_step(new)
             return logits[0].copy()
 

@@ -45,7 +45,8 @@ def device_name(core: Any, device: str | None) -> str:
 
 
 def exact_graphs(manifest: Manifest) -> set[str]:
-    """The graphs whose numerics decide the kept tokens: float32 and uncompressed on every precision."""
+    """The graphs whose numerics decide the kept tokens: float32 and uncompressed on every precision. An export
+    without pruning has none: every graph then runs at the precision and weights asked."""
     return {n.VISION, n.PREFILL_HEAD, n.PRUNE} if manifest.pruning.enabled else set()
 
 
@@ -81,52 +82,90 @@ def compile_options(options: Any, precision: str, device: str) -> dict[str, Any]
 
 def graph_model(core: Any, folder: Path, manifest: Manifest, graph: str, weights: str | None) -> Any:
     """The graph as an ``ov.Model`` (or a path OpenVINO compiles directly), with int8 weights if asked."""
+    from topv.artifact.external import external_tensors
+
     path = folder / manifest.graphs[graph].file
+    external_tensors(folder, path)  # OpenVINO reads the external data a graph names: check it lies inside the folder
     if weights is None:
         return core.read_model(str(path))
     return _int8_model(core, path, manifest, graph)
 
 
+CACHE_FORMAT = 1  # bump when what is cached or how it is compressed changes
+COMPRESSION = {"mode": "INT8_ASYM"}  # nncf.compress_weights arguments (data free, per channel)
+
+
 def _int8_model(core: Any, path: Path, manifest: Manifest, graph: str) -> Any:
-    """NNCF's int8 weights for one graph, made once and kept in ``<cache>/openvino/<key>/`` (key: the export's
-    file checksums, the graph and the library versions), so later loads read them instead of compressing again."""
+    """NNCF's int8 weights for one graph, made once and kept in ``<cache>/openvino/<key>/`` with the SHA-256 of its
+    files (key: the export's file checksums, the graph, the compression and the library versions), so later loads
+    read them instead of compressing again; cached files that do not match their checksums are made again."""
     from topv.config import cache_dir
 
-    nncf = _import_nncf()
     ov = import_openvino()
-    key = _cache_key(manifest, graph, ov.__version__, nncf.__version__)
     root = cache_dir()
-    cached = root / "openvino" / key if root is not None else None
-    if cached is not None and (cached / f"{graph}.xml").is_file() and (cached / f"{graph}.bin").is_file():
-        return core.read_model(str(cached / f"{graph}.xml"))
+    cached = root / "openvino" / _cache_key(manifest, graph, ov.__version__) if root is not None else None
+    model = _read_cached(core, cached, graph) if cached is not None else None
+    if model is not None:
+        return model
+    nncf = _import_nncf()
     log.info("compressing %s to int8 weights with NNCF (once per export)", graph)
-    model = nncf.compress_weights(core.read_model(str(path)), mode=nncf.CompressWeightsMode.INT8_ASYM)
+    model = nncf.compress_weights(core.read_model(str(path)),
+                                  mode=getattr(nncf.CompressWeightsMode, COMPRESSION["mode"]))
     if cached is not None:
         _save_atomically(ov, model, cached, graph)
     return model
 
 
-def _cache_key(manifest: Manifest, graph: str, ov_version: str, nncf_version: str) -> str:
+def _cache_key(manifest: Manifest, graph: str, ov_version: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        nncf_version = version("nncf")
+    except PackageNotFoundError:
+        nncf_version = "none"
     files = {rel: rec.sha256 for rel, rec in sorted(manifest.files.items())}
-    text = json.dumps({"files": files, "graph": graph, "mode": "int8_asym", "openvino": ov_version, "nncf": nncf_version},
-                      sort_keys=True)
+    text = json.dumps({"format": CACHE_FORMAT, "files": files, "graph": graph, "compression": COMPRESSION,
+                       "openvino": ov_version, "nncf": nncf_version}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+def _read_cached(core: Any, folder: Path, graph: str) -> Any:
+    """The cached model if its files match the checksums written with them; a damaged entry is removed."""
+    from topv.artifact.files import sha256_file
+
+    if not folder.is_dir():
+        return None
+    try:
+        want = json.loads((folder / "sha256.json").read_text())
+        for name in (f"{graph}.xml", f"{graph}.bin"):
+            if sha256_file(folder / name) != want[name]:
+                raise ValueError(f"{name} does not match its checksum")
+        return core.read_model(str(folder / f"{graph}.xml"))
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        log.warning("the cached int8 weights in %s are unusable (%s); making them again", folder, exc)
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+
+
 def _save_atomically(ov: Any, model: Any, folder: Path, graph: str) -> None:
-    """Write ``graph.xml``/``.bin`` into a fresh folder and rename it into place; a cache that cannot be written
-    only costs the next load another compression."""
+    """Write ``graph.xml``/``.bin`` and their checksums into a fresh folder and rename it into place; a cache that
+    cannot be written only costs the next load another compression."""
+    from topv.artifact.files import sha256_file
+
+    tmp = None
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-        try:
-            ov.save_model(model, str(tmp / f"{graph}.xml"), compress_to_fp16=False)  # True would make every constant f16
-            if not folder.exists():  # another process may have kept the same weights meanwhile
-                os.replace(tmp, folder)
-        finally:
+        ov.save_model(model, str(tmp / f"{graph}.xml"), compress_to_fp16=False)  # True would make every constant f16
+        sums = {name: sha256_file(tmp / name) for name in (f"{graph}.xml", f"{graph}.bin")}
+        (tmp / "sha256.json").write_text(json.dumps(sums))
+        os.replace(tmp, folder)
+    except (OSError, RuntimeError) as exc:
+        if not folder.is_dir():  # another process keeping the same weights first is not a failure
+            log.warning("could not keep the int8 weights in %s (%s); the next load compresses again", folder, exc)
+    finally:
+        if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-    except OSError as exc:
-        log.warning("could not keep the int8 weights in %s (%s); the next load compresses again", folder, exc)
 
 
 def _import_nncf() -> Any:

@@ -1,8 +1,8 @@
 """``ort-cpu``: every graph in an ONNX Runtime CPU session; the decode step bound once with IOBinding.
 
-``low_memory`` turns off ONNX Runtime's weight prepacking: each session otherwise keeps its own packed
-copy of every MatMul weight (the decoder's weights are in a prefill graph and in the decode step), while
-without it they stay in the memory-mapped ``weights.bin``, held once.
+``low_memory`` holds every weight once: each session otherwise keeps its own packed copy of every MatMul
+weight (prepacking) and its own mapping of ``weights.bin`` (the decoder's weights are in a prefill graph and
+in the decode step); with it, prepacking is off and every session reads the same memory-mapped pages.
 
 The static KV buffers, the four small decode inputs and the decode outputs are numpy arrays wrapped
 (not copied) as OrtValues, so a step costs one ``run_with_iobinding`` plus a one-slot write per layer.
@@ -19,7 +19,13 @@ from topv.artifact import names as n
 from topv.artifact.manifest import Manifest
 from topv.errors import BackendUnavailableError
 from topv.runtime.backends.base import Backend, BackendOptions, DecodeStep
-from topv.runtime.backends.ort.session import check_session_io, import_onnxruntime, open_session, session_options
+from topv.runtime.backends.ort.session import (
+    SharedWeights,
+    check_session_io,
+    import_onnxruntime,
+    open_session,
+    session_options,
+)
 from topv.runtime.kv import KVCache
 
 
@@ -28,10 +34,11 @@ class OrtBackend(Backend):
     takes = frozenset({"low_memory"})
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
 
-    def __init__(self, manifest: Manifest, sessions: dict[str, Any]) -> None:
+    def __init__(self, manifest: Manifest, sessions: dict[str, Any], shared: SharedWeights | None = None) -> None:
         super().__init__(manifest.kv)
         self.manifest = manifest
         self.sessions = sessions
+        self.shared = shared  # low_memory: the mapped weights, alive as long as the sessions
         self.inputs = {g: [i.name for i in s.get_inputs()] for g, s in sessions.items()}
         self.outputs = {g: [o.name for o in s.get_outputs()] for g, s in sessions.items()}
 
@@ -43,11 +50,16 @@ class OrtBackend(Backend):
             raise BackendUnavailableError(
                 f"ONNX Runtime here offers {ort.get_available_providers()}, not {missing}; install the matching onnxruntime package."
             )
-        opts = session_options(options.threads, prepack=not options.low_memory)
-        sessions = {g: open_session(Path(folder) / info.file, opts, list(cls.providers)) for g, info in manifest.graphs.items()}
+        shared = SharedWeights(Path(folder)) if options.low_memory else None
+        sessions = {}
+        for g, info in manifest.graphs.items():
+            opts = session_options(options.threads, prepack=shared is None)  # initializers are per SessionOptions
+            if shared is not None:
+                shared.add_to(opts, Path(folder) / info.file)
+            sessions[g] = open_session(Path(folder) / info.file, opts, list(cls.providers))
         for g, info in manifest.graphs.items():
             check_session_io(sessions[g], info)
-        return cls(manifest, sessions)
+        return cls(manifest, sessions, shared)
 
     def run(self, graph: str, feeds: dict[str, Any], axes: dict[str, int]) -> dict[str, Any]:
         feeds = {name: feeds[name] for name in self.inputs[graph]}  # an input a graph does not use is not in it
@@ -89,6 +101,11 @@ class OrtBackend(Backend):
             return logits[0].copy()
 
         return step
+
+    def close(self) -> None:
+        self.sessions.clear()
+        if self.shared is not None:
+            self.shared.close()
 
     def input_shapes(self, graph: str) -> dict[str, list[Any]]:
         """The session's declared input shapes (ints or symbolic names)."""

@@ -90,3 +90,33 @@ def check_session_io(session: Any, info: Any) -> None:
     if problems:
         raise ArtifactError(f"{info.file} does not match manifest.json: " + "; ".join(problems[:3])
                             + ". The folder was edited; re-export the model.")
+
+
+class SharedWeights:
+    """Every externally stored weight of an export as a read-only view of one memory map per data file, handed to
+    each session as an initializer (``SessionOptions.add_initializer``): the decoder weights that a prefill graph
+    and the decode step both use are then the same pages, mapped once, instead of one mapping (and, with
+    prepacking, one packed copy) per session. Needs the ``onnx`` package to read the graphs' initializer table.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self.maps: dict[Path, Any] = {}
+        self.values: list[Any] = []  # OrtValues must outlive the sessions that use them
+
+    def add_to(self, options: Any, graph_path: Path) -> None:
+        import numpy as np
+
+        from topv.artifact.external import external_tensors
+
+        ort = import_onnxruntime()
+        for t in external_tensors(self.folder, graph_path):
+            if t.path not in self.maps:
+                self.maps[t.path] = np.memmap(t.path, dtype=np.uint8, mode="r")
+            array = self.maps[t.path][t.offset:t.offset + t.length].view(t.dtype).reshape(t.shape)
+            self.values.append(ort.OrtValue.ortvalue_from_numpy(array))
+            options.add_initializer(t.name, self.values[-1])
+
+    def close(self) -> None:
+        self.values.clear()
+        self.maps.clear()
