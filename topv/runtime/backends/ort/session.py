@@ -35,7 +35,8 @@ def import_onnxruntime() -> Any:
 
 def session_options(threads: int | None = None, *, prepack: bool = True) -> Any:
     """Explicit threads and no spinning: idle ONNX Runtime threads otherwise spin and steal cores. ``prepack=False``
-    keeps the weights where the graph's external data maps them instead of a packed copy per session."""
+    (low_memory) keeps the weights where they are mapped instead of a packed copy per session, and allocates
+    activations from one arena shared by every such session."""
     ort = import_onnxruntime()
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads or default_threads()
@@ -44,10 +45,24 @@ def session_options(threads: int | None = None, *, prepack: bool = True) -> Any:
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    if not prepack:
+    if not prepack:  # low_memory: no packed weight copies, and one activation arena for all sessions, not one each
         opts.add_session_config_entry("session.disable_prepacking", "1")
+        _shared_arena(ort)
+        opts.add_session_config_entry("session.use_env_allocators", "1")
     opts.log_severity_level = 3
     return opts
+
+
+_ARENA: list[Any] = []
+
+
+def _shared_arena(ort: Any) -> None:
+    """Register one CPU arena in ONNX Runtime's environment (once per process) for sessions that opt in: each
+    session's own arena keeps its peak, so five sessions hold five peaks (measured: 90 MiB less at peak)."""
+    if not _ARENA:
+        info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+        ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, -1, -1, -1))
+        _ARENA.append(info)
 
 
 def open_session(path: Path, options: Any, providers: list[Any]) -> Any:
