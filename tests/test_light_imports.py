@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-BLOCKED = ("transformers", "onnxruntime", "tensorrt", "onnx", "torch", "polygraphy", "matplotlib")
+BLOCKED = ("transformers", "onnxruntime", "tensorrt", "onnx", "torch", "polygraphy", "matplotlib", "openvino", "nncf")
 
 BLOCKER = f"""
 import importlib.abc, sys
@@ -36,6 +36,7 @@ def test_import_topv_without_heavy_libraries():
         "import topv, topv.runtime, topv.export, topv.pruning, topv.artifact.manifest, topv.families, topv.spec\n"
         "import topv.runtime.pipeline, topv.runtime.chain, topv.runtime.backends, topv.runtime.backends.base\n"
         "import topv.runtime.backends.ort.backend, topv.runtime.backends.trt.backend, topv.engines.check, topv.cli.outputs\n"
+        "import topv.runtime.backends.openvino.backend, topv.artifact.external, topv.evaluation.agreement\n"
         "from topv import TopVConfig\n"
         "print(TopVConfig().iterations, topv.__version__)\n"
         f"assert not any(m.split('.')[0] in {BLOCKED!r} for m in sys.modules)\n"

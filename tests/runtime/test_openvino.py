@@ -178,3 +178,21 @@ def test_topv_run_cli_on_openvino(exports, scene_image, tmp_path, capsys):
     assert got["kept_indices"] == want["kept_indices"]
     assert run_main(args + ["--precision", "bf16"]) == 2  # ort-cpu has no bf16
     assert "does not take precision" in capsys.readouterr().err
+
+
+@needs_openvino
+@pytest.mark.slow
+def test_the_bundled_model_on_openvino(tmp_path):
+    """The bundled LLaVA exported with TopV pruning: the demo's questions get ort-cpu's tokens and kept tokens."""
+    from pathlib import Path
+
+    from topv.evaluation.evaluate import load_jsonl
+    from topv.export.exporter import ExportOptions, export_model
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "bundled-k16"
+    export_model(root / "models" / "topv-shapes-vqa", out, ExportOptions(keep=16, layer=2, max_new_tokens=8, threads=1))
+    ort, ov = Pipeline.load(out, "ort-cpu", threads=1), Pipeline.load(out, "openvino", threads=1)
+    for ex in load_jsonl(root / "data" / "shapes-vqa" / "test.jsonl", limit=5):
+        a, b = (p.generate(ex.image, ex.question, max_new_tokens=8) for p in (ort, ov))
+        assert (b.token_ids, b.kept_indices) == (a.token_ids, a.kept_indices)
