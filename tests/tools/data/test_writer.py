@@ -11,7 +11,7 @@ from PIL import Image
 from tools.data.shapes import QUESTION_TYPES, answer_question, question_type
 from tools.data.writer import generate_split, main, read_split, type_counts, write_split
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 BUNDLED = ROOT / "data" / "shapes-vqa"
 
 
