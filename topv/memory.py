@@ -22,10 +22,20 @@ def host_rss() -> int | None:
         return int(psutil.Process().memory_info().rss)
     except ImportError:
         pass
+    return _proc_status("VmRSS")
+
+
+def peak_rss_since_exec() -> int | None:
+    """This process's peak RSS since it started its program (``VmHWM``: reset at exec, unlike ``ru_maxrss``, which
+    a spawned child inherits from its parent); None off Linux."""
+    return _proc_status("VmHWM")
+
+
+def _proc_status(field: str) -> int | None:
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass

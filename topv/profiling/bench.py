@@ -317,24 +317,13 @@ def _measure_one(folder: Path, spec: str, inputs: BenchInputs, options: BenchOpt
         "warmup_s": m.warmup_seconds, "isolated": options.isolate,
     }
     if options.isolate:
-        run["process_peak_rss_bytes"] = _own_peak_rss()  # this process held only this backend
+        from topv.memory import peak_rss_since_exec
+
+        run["process_peak_rss_bytes"] = peak_rss_since_exec()  # this process held only this backend
     pipe.backend.close()
     del pipe, runner
     gc.collect()
     return run
-
-
-def _own_peak_rss() -> int | None:
-    """This process's peak RSS since it started its program (``VmHWM``: reset at exec, unlike ``ru_maxrss``,
-    which a spawned child inherits from its parent)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 def _hf_baselines(source: Path, processor: Any, image: Any, prompt: str, options: BenchOptions, probe) -> list[dict[str, Any]]:

@@ -25,13 +25,14 @@ import numpy as np
 from topv.artifact import names as n
 from topv.artifact.manifest import Manifest
 from topv.runtime.backends.base import Backend, BackendOptions, DecodeStep
+from topv.runtime.backends.host_arrays import HostArrays, StepBuffers
 from topv.runtime.backends.openvino.setup import compile_options, device_name, graph_model, import_openvino, plan
 from topv.runtime.kv import KVCache
 
 log = logging.getLogger(__name__)
 
 
-class OpenVinoBackend(Backend):
+class OpenVinoBackend(HostArrays, Backend):
     name = "openvino"
     takes = frozenset({"precision", "weights"})  # not low_memory: the CPU plugin copies each compiled graph's weights
 
@@ -64,36 +65,22 @@ class OpenVinoBackend(Backend):
                                              share_inputs=True, share_outputs=False)  # outputs copied: buffers are reused
             return {name: out[name] for name in self.outputs[graph]}
 
-    def asarray(self, array: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(array)
-
-    def numpy(self, value: Any) -> np.ndarray:
-        return np.asarray(value)
-
-    def new_cache(self) -> KVCache:
-        return KVCache(self.kv)
-
     def decoder(self, cache: KVCache) -> DecodeStep:
         ov = import_openvino()
         request = self.compiled[n.DECODE_STEP].create_infer_request()  # one request per KV state
-        kv = self.kv
-        small = {name: np.zeros((1, 1) if name in (n.INPUT_IDS, n.POSITION_IDS) else (1,), dtype=np.int64)
-                 for name in (n.INPUT_IDS, n.POSITION_IDS, n.PAST_LENGTH_HEAD, n.PAST_LENGTH_TAIL)}
-        logits = np.zeros((1, self.manifest.spec.vocab_size), dtype=np.float32)
-        new = {name: np.zeros((1, kv.num_kv_heads, 1, kv.head_dim), dtype=kv.dtype) for name in n.kv_names("new", range(kv.num_layers))}
-        feeds = {**small, **cache.feeds()}
+        buffers = StepBuffers(self.kv, self.manifest.spec.vocab_size)
+        feeds = buffers.inputs(cache)
         for name in self.inputs[n.DECODE_STEP]:
             request.set_tensor(name, ov.Tensor(_plain(feeds[name]), shared_memory=True))
-        for name, array in {n.LOGITS: logits, **new}.items():
+        for name, array in buffers.outputs().items():
             request.set_tensor(name, ov.Tensor(array, shared_memory=True))
 
         def step(token: int, position: int) -> np.ndarray:
-            small[n.INPUT_IDS][0, 0], small[n.POSITION_IDS][0, 0] = token, position
-            small[n.PAST_LENGTH_HEAD][0], small[n.PAST_LENGTH_TAIL][0] = cache.length_head, cache.length_tail
+            buffers.set(token, position, cache)
             request.start_async()  # outputs are bound to our arrays: nothing to copy back
             request.wait()
-            cache.write_step(new)
-            return logits[0].copy()
+            cache.write_step(buffers.new)
+            return buffers.logits[0].copy()
 
         return step
 

@@ -19,6 +19,7 @@ from topv.artifact import names as n
 from topv.artifact.manifest import Manifest
 from topv.errors import BackendUnavailableError
 from topv.runtime.backends.base import Backend, BackendOptions, DecodeStep
+from topv.runtime.backends.host_arrays import HostArrays, StepBuffers
 from topv.runtime.backends.ort.session import (
     SharedWeights,
     check_session_io,
@@ -29,7 +30,7 @@ from topv.runtime.backends.ort.session import (
 from topv.runtime.kv import KVCache
 
 
-class OrtBackend(Backend):
+class OrtBackend(HostArrays, Backend):
     name = "ort-cpu"
     takes = frozenset({"low_memory"})
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
@@ -65,40 +66,26 @@ class OrtBackend(Backend):
         feeds = {name: feeds[name] for name in self.inputs[graph]}  # an input a graph does not use is not in it
         return dict(zip(self.outputs[graph], self.sessions[graph].run(None, feeds)))
 
-    def asarray(self, array: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(array)
-
-    def numpy(self, value: Any) -> np.ndarray:
-        return np.asarray(value)
-
-    def new_cache(self) -> KVCache:
-        return KVCache(self.kv)
-
     def decoder(self, cache: KVCache) -> DecodeStep:
         ort = import_onnxruntime()
         session = self.sessions[n.DECODE_STEP]
-        kv = self.kv
-        small = {name: np.zeros((1, 1) if name in (n.INPUT_IDS, n.POSITION_IDS) else (1,), dtype=np.int64)
-                 for name in (n.INPUT_IDS, n.POSITION_IDS, n.PAST_LENGTH_HEAD, n.PAST_LENGTH_TAIL)}
-        logits = np.zeros((1, self.manifest.spec.vocab_size), dtype=np.float32)
-        new = {name: np.zeros((1, kv.num_kv_heads, 1, kv.head_dim), dtype=kv.dtype) for name in n.kv_names("new", range(kv.num_layers))}
+        buffers = StepBuffers(self.kv, self.manifest.spec.vocab_size)
         binding = session.io_binding()
         keep = []  # OrtValues must outlive the binding
-        feeds = {**small, **cache.feeds()}
+        feeds = buffers.inputs(cache)
         for name in self.inputs[n.DECODE_STEP]:
             keep.append(ort.OrtValue.ortvalue_from_numpy(feeds[name]))
             binding.bind_ortvalue_input(name, keep[-1])
-        for name, array in {n.LOGITS: logits, **new}.items():
+        for name, array in buffers.outputs().items():
             keep.append(ort.OrtValue.ortvalue_from_numpy(array))
             binding.bind_ortvalue_output(name, keep[-1])
 
         def step(token: int, position: int) -> np.ndarray:
-            small[n.INPUT_IDS][0, 0], small[n.POSITION_IDS][0, 0] = token, position
-            small[n.PAST_LENGTH_HEAD][0], small[n.PAST_LENGTH_TAIL][0] = cache.length_head, cache.length_tail
+            buffers.set(token, position, cache)
             session.run_with_iobinding(binding)
-            cache.write_step(new)
+            cache.write_step(buffers.new)
             _ = keep
-            return logits[0].copy()
+            return buffers.logits[0].copy()
 
         return step
 
