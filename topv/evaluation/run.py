@@ -139,6 +139,9 @@ def _evaluate_exported(model_dir: Path, examples, keeps, options: EvalOptions, w
             if write:
                 write({"index": index, "method": method, "keep": keep, "prediction": r.text, "answer": ex.answer,
                        "correct": ok, "kept_indices": r.kept_indices})
+        for opened in (pipe, reference):  # two full pipelines per budget: release them before the next export
+            if opened is not None:
+                opened.backend.close()
         log.info("%s keep=%s: accuracy %.3f", method, keep, cell.accuracy)
         if cell.agreement is not None:
             from topv.evaluation.agreement import summary
