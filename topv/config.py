@@ -52,6 +52,17 @@ def default_threads() -> int | None:
     return env_int("TOPV_THREADS")
 
 
+def cpu_threads() -> int:
+    """CPU threads for a backend given none: ``TOPV_THREADS`` if set, else every core this process may run on."""
+    configured = default_threads()
+    if configured:
+        return configured
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def cache_dir() -> Path | None:
     """topv's cache folder, or None when ``TOPV_CACHE_DIR`` disables it."""
     raw = os.environ.get("TOPV_CACHE_DIR")

@@ -104,7 +104,7 @@ def run_eval(model_dir: str | Path, data: str | Path, options: EvalOptions) -> d
 
 
 def _evaluate_exported(model_dir: Path, examples, keeps, options: EvalOptions, write):
-    from topv.evaluation.agreement import Agreement, compare
+    from topv.evaluation.agreement import Agreement, compare, summary
     from topv.evaluation.answers import answers_match
     from topv.evaluation.evaluate import Cell
     from topv.export.cache import cached_export
@@ -144,8 +144,6 @@ def _evaluate_exported(model_dir: Path, examples, keeps, options: EvalOptions, w
                 opened.backend.close()
         log.info("%s keep=%s: accuracy %.3f", method, keep, cell.accuracy)
         if cell.agreement is not None:
-            from topv.evaluation.agreement import summary
-
             log.info("  against ort-cpu float32: %s", summary(cell.agreement.to_json()))
         cells.append(cell)
     return cells

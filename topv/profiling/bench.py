@@ -248,7 +248,7 @@ def _measure_export(folder: Path, inputs: BenchInputs, options: BenchOptions, pr
     runs = []
     for spec in options.backends:
         if options.isolate:
-            if "int8" in spec.split(":")[1:]:
+            if backend_spec(spec)[1].get("weights"):
                 _in_child(_load_once, folder, spec, inputs.source, options)  # NNCF's compression, cached, is not measured
             run = _in_child(_measure_one, folder, spec, inputs, options, None)
         else:
@@ -274,19 +274,22 @@ def _in_child(fn: Any, *args: Any) -> Any:
                             "memory: measure fewer backends at a time or free memory.") from None
 
 
-def _load_once(folder: Path, spec: str, source: Path, options: BenchOptions) -> None:
+def _open(folder: Path, spec: str, source: Path, options: BenchOptions) -> Any:
     from topv.runtime.pipeline import Pipeline
 
     backend, extra = backend_spec(spec)
-    Pipeline.load(folder, backend, threads=options.threads, device=options.device, verify_checksums=False,
-                  model_dir=source, **extra)
+    return Pipeline.load(folder, backend, threads=options.threads, device=options.device, verify_checksums=False,
+                         model_dir=source, **extra)
+
+
+def _load_once(folder: Path, spec: str, source: Path, options: BenchOptions) -> None:
+    _open(folder, spec, source, options).backend.close()
 
 
 def _measure_one(folder: Path, spec: str, inputs: BenchInputs, options: BenchOptions, probe: Any) -> dict[str, Any] | None:
     from topv.artifact.manifest import read_manifest
     from topv.memory import host_rss
     from topv.profiling.runners import PipelineRunner
-    from topv.runtime.pipeline import Pipeline
 
     if options.isolate:
         logging.basicConfig(level=logging.INFO, format="%(message)s")  # a spawned child starts without handlers
@@ -303,8 +306,7 @@ def _measure_one(folder: Path, spec: str, inputs: BenchInputs, options: BenchOpt
     log.info("measuring %s (%d warm-up, %d runs)", label, options.warmup, options.repeats)
     rss_before = host_rss()
     t0 = time.perf_counter()
-    pipe = Pipeline.load(folder, backend, threads=options.threads, device=options.device, verify_checksums=False,
-                         model_dir=inputs.source, **extra)
+    pipe = _open(folder, spec, inputs.source, options)
     load_s = time.perf_counter() - t0
     runner = PipelineRunner(pipe, inputs.image, inputs.prompt, options.new_tokens, label)
     m = measure(runner, warmup=options.warmup, repeats=options.repeats, gpu_probe=probe)

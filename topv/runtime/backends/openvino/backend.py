@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 from pathlib import Path
 from typing import Any
@@ -28,8 +27,6 @@ from topv.runtime.backends.base import Backend, BackendOptions, DecodeStep
 from topv.runtime.backends.host_arrays import HostArrays, StepBuffers
 from topv.runtime.backends.openvino.setup import compile_options, device_name, graph_model, import_openvino, plan
 from topv.runtime.kv import KVCache
-
-log = logging.getLogger(__name__)
 
 
 class OpenVinoBackend(HostArrays, Backend):

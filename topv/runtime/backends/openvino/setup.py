@@ -70,11 +70,11 @@ def plan(manifest: Manifest, precision: str | None, weights: str | None) -> dict
 
 
 def compile_options(options: Any, precision: str, device: str) -> dict[str, Any]:
-    from topv.runtime.backends.ort.session import default_threads
+    from topv.config import cpu_threads
 
     config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
     if device.startswith("CPU"):
-        config.update(INFERENCE_NUM_THREADS=options.threads or default_threads(), NUM_STREAMS=1)
+        config.update(INFERENCE_NUM_THREADS=options.threads or cpu_threads(), NUM_STREAMS=1)
     if precision != "auto":
         config["INFERENCE_PRECISION_HINT"] = precision
     return config

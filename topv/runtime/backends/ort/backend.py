@@ -54,7 +54,7 @@ class OrtBackend(HostArrays, Backend):
         shared = SharedWeights(Path(folder)) if options.low_memory else None
         sessions = {}
         for g, info in manifest.graphs.items():
-            opts = session_options(options.threads, prepack=shared is None)  # initializers are per SessionOptions
+            opts = session_options(options.threads, low_memory=shared is not None)  # initializers are per SessionOptions
             if shared is not None:
                 shared.add_to(opts, Path(folder) / info.file)
             sessions[g] = open_session(Path(folder) / info.file, opts, list(cls.providers))

@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
+from topv.config import cpu_threads
 from topv.errors import ArtifactError, BackendUnavailableError
-
-
-def default_threads() -> int:
-    """``TOPV_THREADS`` if set, else every core this process may run on."""
-    from topv.config import default_threads as from_env
-
-    configured = from_env()
-    if configured:
-        return configured
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def import_onnxruntime() -> Any:
@@ -33,19 +20,19 @@ def import_onnxruntime() -> Any:
     return onnxruntime
 
 
-def session_options(threads: int | None = None, *, prepack: bool = True) -> Any:
-    """Explicit threads and no spinning: idle ONNX Runtime threads otherwise spin and steal cores. ``prepack=False``
-    (low_memory) keeps the weights where they are mapped instead of a packed copy per session, and allocates
+def session_options(threads: int | None = None, *, low_memory: bool = False) -> Any:
+    """Explicit threads and no spinning: idle ONNX Runtime threads otherwise spin and steal cores. ``low_memory``
+    keeps the weights where they are mapped instead of a packed copy per session, and allocates
     activations from one arena shared by every such session."""
     ort = import_onnxruntime()
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads or default_threads()
+    opts.intra_op_num_threads = threads or cpu_threads()
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    if not prepack:  # low_memory: no packed weight copies, and one activation arena for all sessions, not one each
+    if low_memory:  # no packed weight copies, and one activation arena for all sessions, not one each
         opts.add_session_config_entry("session.disable_prepacking", "1")
         _shared_arena(ort)
         opts.add_session_config_entry("session.use_env_allocators", "1")
