@@ -46,6 +46,8 @@ class BenchOptions:
     quantize: list[str | None] = field(default_factory=lambda: [None])  # None and/or "int8", one export each
     image_size: tuple[int, int] | None = None  # for models whose token count follows the image size (Qwen2-VL)
     isolate: bool = False  # measure each export and backend in its own process (peak RSS of that backend alone)
+    op_profile: Path | None = None  # after the timed runs, one profiled request per ONNX Runtime backend and export
+    on_run: Any = None  # called with the list of finished runs after each one (a caller saving partial results)
 
     def __post_init__(self) -> None:
         for b in self.baselines:
@@ -204,9 +206,12 @@ def run_bench(out_dir: str | Path | None, options: BenchOptions) -> dict[str, An
     from topv.memory import device_used_probe
 
     probe = device_used_probe(_device_index(options.device))[0] if _on_gpu(options.device) else None
-    runs = [run for folder in exports for run in _measure_export(folder, inputs, options, probe)]
+    runs: list[dict[str, Any]] = []
+    for folder in exports:
+        _measure_export(folder, inputs, options, probe, runs)
+    profiles = _op_profiles(exports, inputs, options) if options.op_profile else None
     if options.baselines:
-        runs += _hf_baselines(inputs.source, inputs.processor, inputs.image, inputs.prompt, options, probe)
+        _hf_baselines(inputs.source, inputs.processor, inputs.image, inputs.prompt, options, probe, runs)
     result = {
         "meta": {
             "command": " ".join(sys.argv), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -218,7 +223,36 @@ def run_bench(out_dir: str | Path | None, options: BenchOptions) -> dict[str, An
         "runs": runs,
     }
     result["ratios"] = ratios(runs)
+    if profiles is not None:
+        result["op_profiles"] = profiles
     return result
+
+
+def _op_profiles(exports: list[Path], inputs: BenchInputs, options: BenchOptions) -> dict[str, Any]:
+    """One profiled request per export and ONNX Runtime backend, under ``options.op_profile/<label>/``
+    (separate from the timed runs: profiling slows every node down)."""
+    from topv.artifact.manifest import read_manifest
+    from topv.profiling.op_profile import PROVIDERS, profile_export
+
+    out: dict[str, Any] = {}
+    for folder in exports:
+        keep = read_manifest(folder).pruning.keep
+        for spec in options.backends:
+            if backend_spec(spec)[0] not in PROVIDERS:
+                continue
+            label = f"{spec} keep={keep if keep is not None else 'all'}"
+            log.info("profiling %s (one request, ONNX Runtime's per-node trace)", label)
+            folder_name = label.replace(":", "-").replace(" ", "-").replace("=", "-")
+            summary = profile_export(folder, spec, Path(options.op_profile) / folder_name, inputs.image, inputs.prompt,
+                                     new_tokens=options.new_tokens, device=options.device, threads=options.threads)
+            out[label] = {"folder": str(Path(options.op_profile) / folder_name), "wall_ms": summary["wall_ms"],
+                          "fallback_nodes": summary["fallback_nodes"],  # a count
+                          "memcpy_nodes_per_request": summary["memcpy_nodes_per_request"],
+                          "graphs": {g: {"wall_ms": s["wall_ms"], "runs": s["runs"], "top_ops": s["ops"][:5],
+                                         "fallback_count": s["fallback_count"], "fallback_nodes": s["fallback_nodes"][:10]}
+                                     for g, s in summary["graphs"].items()},
+                          **({"device_kernels": summary["device_kernels"]} if "device_kernels" in summary else {})}
+    return out
 
 
 BACKEND_OPTIONS = {"f32": ("precision", "f32"), "bf16": ("precision", "bf16"), "f16": ("precision", "f16"),
@@ -243,9 +277,15 @@ def backend_spec(text: str) -> tuple[str, dict[str, Any]]:
     return name, dict(BACKEND_OPTIONS[o] for o in opts)
 
 
-def _measure_export(folder: Path, inputs: BenchInputs, options: BenchOptions, probe: Any) -> list[dict[str, Any]]:
-    """Every backend of ``options`` on one export (each in its own process with ``options.isolate``)."""
-    runs = []
+def _finished(runs: list[dict[str, Any]], run: dict[str, Any] | None, options: BenchOptions) -> None:
+    if run is not None:
+        runs.append(run)
+        if options.on_run is not None:
+            options.on_run(list(runs))
+
+
+def _measure_export(folder: Path, inputs: BenchInputs, options: BenchOptions, probe: Any, runs: list[dict[str, Any]]) -> None:
+    """Every backend of ``options`` on one export (each in its own process with ``options.isolate``), into ``runs``."""
     for spec in options.backends:
         if options.isolate:
             if backend_spec(spec)[1].get("weights"):
@@ -253,9 +293,7 @@ def _measure_export(folder: Path, inputs: BenchInputs, options: BenchOptions, pr
             run = _in_child(_measure_one, folder, spec, inputs, options, None)
         else:
             run = _measure_one(folder, spec, inputs, options, probe)
-        if run is not None:
-            runs.append(run)
-    return runs
+        _finished(runs, run, options)
 
 
 def _in_child(fn: Any, *args: Any) -> Any:
@@ -328,7 +366,8 @@ def _measure_one(folder: Path, spec: str, inputs: BenchInputs, options: BenchOpt
     return run
 
 
-def _hf_baselines(source: Path, processor: Any, image: Any, prompt: str, options: BenchOptions, probe) -> list[dict[str, Any]]:
+def _hf_baselines(source: Path, processor: Any, image: Any, prompt: str, options: BenchOptions, probe: Any,
+                  runs: list[dict[str, Any]]) -> None:
     import torch
 
     from topv.profiling.runners import HFGenerateRunner
@@ -345,19 +384,17 @@ def _hf_baselines(source: Path, processor: Any, image: Any, prompt: str, options
         return tensors
 
     inputs = encode()
-    out = []
     for name in options.baselines:
         label = "transformers eager" if name == "hf" else "transformers static+compile"
         log.info("measuring %s", label)
         runner = HFGenerateRunner(model, inputs, options.new_tokens, label, static=name == "hf-static", encode=encode)
         m = measure(runner, warmup=options.warmup, repeats=options.repeats, gpu_probe=probe)
-        out.append({"label": label, "kind": name, "backend": "transformers", "keep": None,
-                    "prompt_tokens": int(inputs["input_ids"].shape[1]), "stats": m.stats(),
-                    "peak_host_rss_bytes": m.peak_host_rss_bytes, "peak_gpu_bytes": m.peak_gpu_bytes,
-                    "warmup_s": m.warmup_seconds})
+        _finished(runs, {"label": label, "kind": name, "backend": "transformers", "keep": None,
+                         "prompt_tokens": int(inputs["input_ids"].shape[1]), "stats": m.stats(),
+                         "peak_host_rss_bytes": m.peak_host_rss_bytes, "peak_gpu_bytes": m.peak_gpu_bytes,
+                         "warmup_s": m.warmup_seconds}, options)
     del model
     gc.collect()
-    return out
 
 
 def _p50(run: dict[str, Any], stage: str) -> float | None:

@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", default="artifacts/bench", help="cache for random models and sweep exports")
     p.add_argument("--json", dest="json_path", default=None, metavar="FILE", help="write the full result as JSON")
     p.add_argument("--plot", default=None, metavar="FILE", help="write the latency breakdown and memory bars (PNG)")
+    p.add_argument("--op-profile", default=None, metavar="DIR",
+                   help="after the timed runs, profile one request per export on each ONNX Runtime backend: per-node "
+                        "traces, operator time per graph, provider fallbacks and Memcpy nodes (DIR/<run>/profile.json, .png)")
     return p
 
 
@@ -65,11 +68,20 @@ def main(argv: list[str] | None = None) -> int:
         from topv.profiling.bench import BenchOptions, run_bench, table
 
         json_path, plot_path = check_result_outputs(args, [args.out_dir, args.image])
+        op_profile = None
+        if args.op_profile:
+            from topv.profiling.op_profile import prepare_profile_dir
+
+            op_profile = prepare_profile_dir(args.op_profile, [args.out_dir, args.image])
 
         options = options_from_args(BenchOptions, args, backends=args.backend, keeps=args.keep_sweep, baselines=args.baseline,
-                                    work_dir=Path(args.work_dir), quantize=[None if q == "none" else q for q in args.quantize])
+                                    work_dir=Path(args.work_dir), quantize=[None if q == "none" else q for q in args.quantize],
+                                    op_profile=op_profile)
         result = run_bench(args.out_dir, options)
         print(table(result))
+        for label, prof in result.get("op_profiles", {}).items():
+            print(f"op profile {label}: {prof['folder']}/profile.json ({prof['fallback_nodes']} provider fallbacks, "
+                  f"{prof['memcpy_nodes_per_request']:.0f} Memcpy nodes per request)")
         if json_path:
             print(f"json: {write_json(json_path, result)}")
         if plot_path:

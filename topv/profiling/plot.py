@@ -54,3 +54,35 @@ def plot_bench(result: dict[str, Any], path: str | Path) -> Path:
     from topv.cli.outputs import save_figure
 
     return save_figure(fig, Path(path))
+
+
+def plot_op_profile(summary: dict[str, Any], path: str | Path, top: int = 7) -> Path:
+    """One bar per graph (ms in one request), split by the operator types that take the most time overall."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    graphs = summary["graphs"]
+    totals: dict[str, float] = {}
+    for s in graphs.values():
+        for o in s["ops"]:
+            totals[o["op"]] = totals.get(o["op"], 0.0) + o["ms"]
+    kinds = sorted(totals, key=lambda op: -totals[op])[:top]
+    names = list(graphs)
+    fig, ax = plt.subplots(figsize=(10, 0.5 * len(names) + 2.2))
+    left = [0.0] * len(names)
+    for op in kinds + ["other"]:
+        widths = [sum(o["ms"] for o in graphs[g]["ops"] if (o["op"] == op) or (op == "other" and o["op"] not in kinds))
+                  for g in names]
+        ax.barh(names, widths, left=left, label=op)
+        left = [a + b for a, b in zip(left, widths)]
+    ax.invert_yaxis()
+    ax.set_xlabel(f"ms in one request (node times; {summary['new_tokens']} new tokens, "
+                  f"{summary['prompt_tokens']}-token prompt, {summary['kept_prompt_tokens']} kept)")
+    ax.set_title(f"operator time per graph: {summary['backend']} on {summary['device']}")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    from topv.cli.outputs import save_figure
+
+    return save_figure(fig, Path(path))

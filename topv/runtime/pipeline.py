@@ -23,7 +23,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from topv.artifact.manifest import Manifest, read_manifest, verify_folder
-from topv.errors import ArtifactError, BusyError, InputError, PromptTooLongError
+from topv.errors import ArtifactError, BusyError, ConfigError, InputError, PromptTooLongError
 from topv.families import Processor, get_family
 from topv.inputs import image_span
 from topv.runtime.backends import backend_class
@@ -149,7 +149,7 @@ class Pipeline:
     def load(cls, folder: str | Path, backend: str = "ort-cpu", *, threads: int | None = None, device: str | None = None,
              verify_checksums: bool | str = "stamp", max_concurrency: int = 1, model_dir: str | Path | None = None,
              cuda_graph: bool | None = None, wait_seconds: float = 300.0, precision: str | None = None,
-             weights: str | None = None, low_memory: bool = False) -> "Pipeline":
+             weights: str | None = None, low_memory: bool = False, profile_dir: str | Path | None = None) -> "Pipeline":
         """Open an export folder: check the manifest and files, open the backend, allocate the KV states.
 
         Args:
@@ -169,6 +169,8 @@ class Pipeline:
                 tokens stay float32.
             weights: ``openvino``: ``"int8"`` for NNCF int8 weights in those graphs (made once, cached).
             low_memory: ``ort-cpu``: hold each weight once (no prepacked copies), at some decode speed.
+            profile_dir: ``ort-cpu``/``ort-cuda``: ONNX Runtime's per-node trace of every graph goes there (outside
+                the export folder); ``pipeline.backend.end_profiling()`` closes the traces. See ``topv-bench --op-profile``.
 
         Raises:
             ArtifactError / ChecksumMismatchError / IncompatibleArtifactError: the folder is unusable.
@@ -176,11 +178,15 @@ class Pipeline:
         """
         cls_ = backend_class(backend)
         options = BackendOptions(threads=threads, device=device, cuda_graph=cuda_graph, model_dir=model_dir,
-                                 precision=precision, weights=weights, low_memory=low_memory)
+                                 precision=precision, weights=weights, low_memory=low_memory, profile_dir=profile_dir)
         cls_.check_options(options)
         if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
             raise InputError(f"max_concurrency must be an integer >= 1; got {max_concurrency!r}.")
         folder = Path(folder)
+        if profile_dir is not None and (Path(profile_dir).resolve() == folder.resolve()
+                                        or folder.resolve() in Path(profile_dir).resolve().parents):
+            raise ConfigError(f"profile_dir {str(profile_dir)!r} lies in the export folder {str(folder)!r}; files there "
+                              "would make the export fail its checks. Write the traces elsewhere.")
         manifest = read_manifest(folder)
         if not (manifest.validation or {}).get("ok"):
             raise ArtifactError(

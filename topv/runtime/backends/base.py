@@ -40,6 +40,8 @@ class BackendOptions:
         weights: ``openvino``: ``int8`` compresses those graphs' weights (NNCF, once per export, cached).
         low_memory: ``ort-cpu``: hold every weight once (no per-session prepacked copies; the weights stay in
             the memory-mapped ``weights.bin``), at some decode speed.
+        profile_dir: ``ort-cpu``/``ort-cuda``: ONNX Runtime writes a per-node trace of every graph's runs there
+            (collected by :meth:`Backend.end_profiling`; see ``topv.profiling.op_profile``).
     """
 
     threads: int | None = None
@@ -49,13 +51,14 @@ class BackendOptions:
     precision: str | None = None
     weights: str | None = None
     low_memory: bool = False
+    profile_dir: str | Path | None = None
 
 
 class Backend(abc.ABC):
     """Runs graphs on one kind of hardware. Subclasses say how; the chain says what."""
 
     name: ClassVar[str]
-    # which of BackendOptions' backend-specific fields (precision, weights, low_memory) this backend takes
+    # which of BackendOptions' backend-specific fields (precision, weights, low_memory, profile_dir) this backend takes
     takes: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
@@ -68,11 +71,11 @@ class Backend(abc.ABC):
         from topv.errors import ConfigError
 
         given = {"precision": options.precision not in (None, "f32"), "weights": options.weights is not None,
-                 "low_memory": bool(options.low_memory)}
+                 "low_memory": bool(options.low_memory), "profile_dir": options.profile_dir is not None}
         for field_name, set_ in given.items():
             if set_ and field_name not in cls.takes:
                 users = {"precision": "openvino", "weights": "openvino (ort-cpu: topv-export --quantize int8)",
-                         "low_memory": "ort-cpu"}[field_name]
+                         "low_memory": "ort-cpu", "profile_dir": "ort-cpu and ort-cuda"}[field_name]
                 raise ConfigError(f"The {cls.name} backend does not take {field_name}={getattr(options, field_name)!r}; "
                                   f"it is an option of {users}.")
 
@@ -120,6 +123,10 @@ class Backend(abc.ABC):
 
     def synchronize(self) -> None:
         """Wait for queued device work (stage timings are taken after it)."""
+
+    def end_profiling(self) -> dict[str, Path]:
+        """Stop the per-node profiling that ``profile_dir`` started; the trace file of each graph."""
+        return {}
 
     def close(self) -> None:
         """Release sessions and device memory."""

@@ -23,8 +23,10 @@ from topv.runtime.backends.host_arrays import HostArrays, StepBuffers
 from topv.runtime.backends.ort.session import (
     SharedWeights,
     check_session_io,
+    end_profiling,
     import_onnxruntime,
     open_session,
+    profile_prefix,
     session_options,
 )
 from topv.runtime.kv import KVCache
@@ -32,7 +34,7 @@ from topv.runtime.kv import KVCache
 
 class OrtBackend(HostArrays, Backend):
     name = "ort-cpu"
-    takes = frozenset({"low_memory"})
+    takes = frozenset({"low_memory", "profile_dir"})
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
 
     def __init__(self, manifest: Manifest, sessions: dict[str, Any], shared: SharedWeights | None = None) -> None:
@@ -54,7 +56,8 @@ class OrtBackend(HostArrays, Backend):
         shared = SharedWeights(Path(folder)) if options.low_memory else None
         sessions = {}
         for g, info in manifest.graphs.items():
-            opts = session_options(options.threads, low_memory=shared is not None)  # initializers are per SessionOptions
+            opts = session_options(options.threads, low_memory=shared is not None,  # initializers are per SessionOptions
+                                   profile=profile_prefix(options, g))
             if shared is not None:
                 shared.add_to(opts, Path(folder) / info.file)
             sessions[g] = open_session(Path(folder) / info.file, opts, list(cls.providers))
@@ -88,6 +91,9 @@ class OrtBackend(HostArrays, Backend):
             return buffers.logits[0].copy()
 
         return step
+
+    def end_profiling(self) -> dict[str, Path]:
+        return end_profiling(self.sessions)
 
     def close(self) -> None:
         self.sessions.clear()

@@ -20,10 +20,11 @@ def import_onnxruntime() -> Any:
     return onnxruntime
 
 
-def session_options(threads: int | None = None, *, low_memory: bool = False) -> Any:
+def session_options(threads: int | None = None, *, low_memory: bool = False, profile: Path | None = None) -> Any:
     """Explicit threads and no spinning: idle ONNX Runtime threads otherwise spin and steal cores. ``low_memory``
     keeps the weights where they are mapped instead of a packed copy per session, and allocates
-    activations from one arena shared by every such session."""
+    activations from one arena shared by every such session. ``profile``: the path prefix of the session's
+    per-node trace (ONNX Runtime appends a timestamp and ``.json``)."""
     ort = import_onnxruntime()
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads or cpu_threads()
@@ -36,8 +37,29 @@ def session_options(threads: int | None = None, *, low_memory: bool = False) -> 
         opts.add_session_config_entry("session.disable_prepacking", "1")
         _shared_arena(ort)
         opts.add_session_config_entry("session.use_env_allocators", "1")
+    if profile is not None:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(profile)
     opts.log_severity_level = 3
     return opts
+
+
+def profile_prefix(options: Any, graph: str) -> Path | None:
+    """Where ``graph``'s trace goes under ``BackendOptions.profile_dir`` (created), or None without profiling."""
+    if options.profile_dir is None:
+        return None
+    folder = Path(options.profile_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / graph
+
+
+def end_profiling(sessions: dict[str, Any]) -> dict[str, Path]:
+    """Each profiling session's trace file (ONNX Runtime closes it); sessions that do not profile are left out."""
+    files = {}
+    for graph, session in sessions.items():
+        if session.get_session_options().enable_profiling:
+            files[graph] = Path(session.end_profiling())
+    return files
 
 
 _ARENA: list[Any] = []

@@ -27,7 +27,14 @@ from topv.config import cuda_graph_default
 from topv.errors import BackendUnavailableError
 from topv.runtime.backends.torch_arrays import TorchArrays
 from topv.runtime.backends.base import Backend, BackendOptions, DecodeStep
-from topv.runtime.backends.ort.session import check_session_io, import_onnxruntime, open_session, session_options
+from topv.runtime.backends.ort.session import (
+    check_session_io,
+    end_profiling,
+    import_onnxruntime,
+    open_session,
+    profile_prefix,
+    session_options,
+)
 from topv.runtime.kv import KVCache, torch_allocator, torch_dtype
 
 
@@ -41,6 +48,7 @@ def _import_torch() -> Any:
 
 class OrtCudaBackend(TorchArrays, Backend):
     name = "ort-cuda"
+    takes = frozenset({"profile_dir"})
 
     def __init__(self, manifest: Manifest, sessions: dict[str, Any], device: Any, stream: Any, cuda_graph: bool) -> None:
         super().__init__(manifest.kv)
@@ -55,9 +63,11 @@ class OrtCudaBackend(TorchArrays, Backend):
         from topv.config import check_device
 
         device = torch.device(check_device(options.device, default="cuda:0"))
-        opts = session_options(options.threads)
+        def opts(graph: str) -> Any:
+            return session_options(options.threads, profile=profile_prefix(options, graph))
+
         if device.type != "cuda":
-            sessions = {g: open_session(Path(folder) / i.file, opts, ["CPUExecutionProvider"]) for g, i in manifest.graphs.items()}
+            sessions = {g: open_session(Path(folder) / i.file, opts(g), ["CPUExecutionProvider"]) for g, i in manifest.graphs.items()}
             return cls(manifest, sessions, device, None, False)._check()
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise BackendUnavailableError(
@@ -74,8 +84,11 @@ class OrtCudaBackend(TorchArrays, Backend):
         sessions = {}
         for name, info in manifest.graphs.items():
             capture = {"enable_cuda_graph": "1"} if graph and name == n.DECODE_STEP else {}
-            sessions[name] = open_session(Path(folder) / info.file, opts, [("CUDAExecutionProvider", {**base, **capture})])
+            sessions[name] = open_session(Path(folder) / info.file, opts(name), [("CUDAExecutionProvider", {**base, **capture})])
         return cls(manifest, sessions, device, stream, graph)._check()
+
+    def end_profiling(self) -> dict[str, Path]:
+        return end_profiling(self.sessions)
 
     def _check(self) -> "OrtCudaBackend":
         for g, info in self.manifest.graphs.items():
