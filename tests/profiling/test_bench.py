@@ -31,6 +31,9 @@ def test_bench_sweep_with_hf_baseline(tmp_path, capsys):
     assert topv_4["kept_prompt_tokens"] == 40 - 16 + 4
     assert topv_4["kv_cache_bytes"] < topv_4["kv_cache_bytes_unpruned"] == topv_all["kv_cache_bytes"]
     assert {"vision", "prefill", "ttft", "total"} <= set(hf["stats"])
+    # transformers' TTFT and step times come from one generate() (a streamer): 3 steps after the first token, each run
+    assert hf["stats"]["decode_per_token"]["n"] == 2 * 3
+    assert hf["stats"]["ttft"]["p50_ms"] + hf["stats"]["decode_total"]["p50_ms"] <= hf["stats"]["total"]["p50_ms"] * 1.05
     ratios = result["ratios"]["topv ort-cpu keep=4"]
     assert {"total_speedup_vs_hf", "prefill_speedup_vs_keep_all", "kv_bytes_vs_unpruned"} <= set(ratios)
     assert out_png.stat().st_size > 10_000

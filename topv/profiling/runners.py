@@ -38,9 +38,12 @@ class HFGenerateRunner:
     """transformers on the same model and inputs: vision, prefill, TTFT and ``generate()`` end to end.
 
     ``static=True`` uses ``cache_implementation="static"`` (transformers compiles the decode step
-    automatically; the first, warm-up call pays the compilation). ``prefill`` is one forward pass over the
-    prompt minus the vision tower's time; decode per token is ``(generate(n) - generate(1)) / (n - 1)``.
-    ``ttft`` and ``total`` include preprocessing (``encode``), as topv's do.
+    automatically on CUDA; the first, warm-up call pays the compilation). ``prefill`` is one forward pass over
+    the prompt minus the vision tower's time. ``ttft`` and the decode step times come from one ``generate()``
+    of ``new_tokens`` tokens: a streamer notes when each new token reaches the host (transformers copies every
+    token to the host anyway to decide whether to stop, so this adds no synchronization). One call per run, so
+    the static cache has one length and compiles once. ``ttft`` and ``total`` include preprocessing
+    (``encode``), as topv's do.
     """
 
     def __init__(self, model: Any, inputs: dict[str, Any], new_tokens: int, label: str, *, static: bool = False,
@@ -59,8 +62,8 @@ class HFGenerateRunner:
         self.encode = encode or (lambda: inputs)
         self.device = next(model.parameters()).device
 
-    def _generate(self, n: int) -> Any:
-        kwargs: dict[str, Any] = dict(max_new_tokens=n, min_new_tokens=n, do_sample=False)
+    def _generate(self, n: int, streamer: Any) -> Any:
+        kwargs: dict[str, Any] = dict(max_new_tokens=n, min_new_tokens=n, do_sample=False, streamer=streamer)
         if self.static:
             kwargs["cache_implementation"] = "static"
         return self.model.generate(**self.inputs, **kwargs)
@@ -75,15 +78,27 @@ class HFGenerateRunner:
             t0 = device_now(self.device)
             self.model(**self.inputs, use_cache=True)
             t_forward = device_now(self.device) - t0
+            stamps = TokenTimes()
             t0 = device_now(self.device)
             self.encode()
-            self._generate(1)
-            t_ttft = device_now(self.device) - t0
-            t0 = device_now(self.device)
-            self.encode()
-            gen = self._generate(self.new_tokens)
+            gen = self._generate(self.new_tokens, stamps)
             t_total = device_now(self.device) - t0
         n = gen.shape[1] - self.inputs["input_ids"].shape[1]
-        per_token = (t_total - t_ttft) / max(1, n - 1)
-        return {"vision": t_vision, "prefill": max(0.0, t_forward - t_vision), "ttft": t_ttft, "total": t_total,
-                "decode": [per_token] * max(0, n - 1), "tokens": n}
+        new = stamps.times[1:]  # the first put() is the prompt
+        if len(new) != n:
+            raise RuntimeError(f"generate() streamed {len(new)} new tokens and returned {n}")
+        return {"vision": t_vision, "prefill": max(0.0, t_forward - t_vision), "ttft": new[0] - t0, "total": t_total,
+                "decode": [b - a for a, b in zip(new, new[1:])], "tokens": n}
+
+
+class TokenTimes:
+    """A ``generate()`` streamer that records when each ``put()`` (the prompt, then each new token) arrives."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def put(self, value: Any) -> None:
+        self.times.append(time.perf_counter())
+
+    def end(self) -> None:
+        pass
