@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# The GPU run (docs/gpu.md): ON the GPU machine, from the repository root, after the onnxruntime-gpu wheel parts
-# were copied to /tmp/gw/part.1 .. part.5 by the preceding device calls. Installs the wheels into /tmp/site,
-# checks the CUDA provider, then runs benchmarks/gpu_run.py: tier 1 correctness (tiny and llava-edge-1b, fp16,
-# ort-cuda with and without CUDA graph vs ort-cpu and torch), tier 2 topv-bench on llava-edge-1b, tier 3 on
-# llava-1.5-7b if the clock allows; every tier's JSON lands in $OUT as soon as it is done; a table is printed last.
-#   CPU dry run (in the test suite): bash benchmarks/gpu.sh --device cpu --dry-run
+# The GPU run (docs/gpu.md): ON the GPU machine, from the repository root, after the wheel parts (onnxruntime-gpu,
+# polygraphy and Pillow: `bash ../shared/gpu/prepare-gpu-wheels.sh pillow==13.0.0`) were copied to
+# /tmp/gw/part.1 .. part.5 by the preceding device calls. Installs the wheels into /tmp/site, checks the CUDA
+# provider, then runs benchmarks/gpu_run.py: a preflight, tier 1 correctness (tiny and llava-edge-1b, fp16, ort-cuda
+# with and without CUDA graph vs ort-cpu and torch) and the operator profile of the edge export, tier 2 topv-bench
+# on llava-edge-1b, tier 3 on llava-1.5-7b if the clock allows; every tier's JSON lands in $OUT as soon as it is
+# done (tiers 2-3 also after each run); a table is printed last.
+#   CPU dry run (in the test suite): bash benchmarks/gpu.sh --device cpu --dry-run [--dtype fp16]
+#   the same with the GPU machine's library versions: bash benchmarks/gpu_rehearse.sh
 set -euo pipefail
 out=${OUT:-gpu-results}
 mkdir -p "$out"

@@ -5,12 +5,16 @@
 
 Tier 1, correctness: random-weight models of the ``tiny`` and ``llava-edge-1b`` shapes in fp16, exported on the
 device; ``ort-cuda`` (with and without the decode step's CUDA graph) against ``ort-cpu`` and ``torch`` on the same
-export: 32 greedy tokens (eos ignored) and the kept indices, with the first step where tokens differ.
+export: 32 greedy tokens (eos ignored) and the kept indices, with the first step where tokens differ. Then the
+operator profile of that export on ``ort-cuda`` (ONNX Runtime's per-node trace and, on CUDA, the device kernels
+under torch's profiler): where the time goes, nodes that fell back to the CPU provider, Memcpy nodes.
 Tier 2: ``topv-bench`` on ``llava-edge-1b`` shapes, fp16, keep all and 64, ``ort-cuda`` and ``torch``, with
 transformers eager and static+compiled as baselines in the same run.
 Tier 3: the same on ``llava-1.5-7b`` shapes, if the clock allows (``--deadline``).
 A short table of every tier's result is printed last. ``--dry-run`` uses the tiny shape everywhere and drops
-the CUDA-only baselines, so the script cannot rot between GPU sessions.
+the CUDA-only baselines, so the script cannot rot between GPU sessions. A preflight checks the libraries first
+(exit 2 naming what is missing). Tier 2 and 3 save ``<tier>.partial.json`` after every measured run, so a
+command cut short keeps the runs it finished; the large traces stay in ``--work``, only summaries go to OUT.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="tiny shapes only, no CUDA-only baselines (CPU check)")
     p.add_argument("--deadline", type=float, default=470.0, help="seconds after which no new tier starts")
     p.add_argument("--work", default="/tmp/topv-gpu")
+    p.add_argument("--dtype", choices=("fp16", "fp32"), default=None, help="default fp16, fp32 with --dry-run")
     return p
 
 
@@ -49,7 +54,29 @@ def _options(shape: str, args: argparse.Namespace, keeps: list) -> "BenchOptions
         prompt_tokens=None if args.dry_run else 640, new_tokens=32, repeats=2 if args.dry_run else 5,
         warmup=1 if args.dry_run else 2, baselines=["hf"] if args.dry_run else ["hf", "hf-static"],
         device="cpu" if args.dry_run else args.device, work_dir=Path(args.work), model_shape=shape,
-        dtype="fp32" if args.dry_run else "fp16")
+        dtype=args.dtype or ("fp32" if args.dry_run else "fp16"))
+
+
+def preflight(args: argparse.Namespace) -> list[str]:
+    """What the run needs and this machine lacks (a minute saved is a minute of GPU time)."""
+    import importlib.util
+
+    missing = [m for m in ("numpy", "torch", "transformers", "onnx", "onnxruntime", "PIL")
+               if importlib.util.find_spec(m) is None]
+    if missing or args.dry_run:
+        return [f"python module {m} (PIL: carry the pillow wheel with the onnxruntime-gpu parts, docs/gpu.md)"
+                for m in missing]
+    import onnxruntime
+    import torch
+
+    problems = [] if torch.cuda.is_available() else ["torch sees no CUDA device"]
+    getattr(onnxruntime, "preload_dlls", lambda: None)()
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        problems.append(f"onnxruntime {onnxruntime.__version__} has no CUDAExecutionProvider (onnxruntime-gpu not installed?)")
+    return problems
+
+
+EXPORTS: dict = {}  # shape -> (export folder, bench inputs) of tier 1, reused by the profile
 
 
 def correctness(shape: str, keep: int, args: argparse.Namespace) -> dict:
@@ -63,6 +90,7 @@ def correctness(shape: str, keep: int, args: argparse.Namespace) -> dict:
     built = time.perf_counter() - t0
     folder = _export_for(inputs.source, keep, options, inputs.max_prompt)
     exported = time.perf_counter() - t0 - built
+    EXPORTS[shape] = (folder, inputs)
     runs = {}
     backends = [("ort-cpu", None), ("torch", None), ("ort-cuda", False)] + ([] if args.dry_run else [("ort-cuda", True)])
     for backend, graph in backends:
@@ -79,10 +107,31 @@ def correctness(shape: str, keep: int, args: argparse.Namespace) -> dict:
                                                       "kept_equal": v["kept"] == ref["kept"]} for k, v in runs.items()}}
 
 
-def bench(shape: str, args: argparse.Namespace) -> dict:
+def profile(shape: str, args: argparse.Namespace, out: Path) -> dict:
+    """The operator profile of tier 1's export of ``shape`` on ``ort-cuda`` (no CUDA graph: nodes are traced one
+    by one); the traces stay under ``--work``, ``profile.json`` and ``profile.png`` are copied to OUT."""
+    import shutil
+
+    from topv.profiling.op_profile import profile_export
+
+    folder, inputs = EXPORTS[shape]
+    work = Path(args.work) / "profiles" / f"{shape}-{time.strftime('%H%M%S')}"
+    summary = profile_export(folder, "ort-cuda", work, inputs.image, inputs.prompt, new_tokens=8,
+                             device="cpu" if args.dry_run else args.device)
+    dest = out / f"profile-{shape}"
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("profile.json", "profile.png"):
+        if (work / name).is_file():  # no png without matplotlib (not on the GPU machine); plot from the JSON here
+            shutil.copyfile(work / name, dest / name)
+    return {"shape": shape, "profile": summary}
+
+
+def bench(shape: str, args: argparse.Namespace, partial: Path) -> dict:
     from topv.profiling.bench import run_bench
 
-    return run_bench(None, _options(shape, args, [None, 4 if args.dry_run else 64]))
+    options = _options(shape, args, [None, 4 if args.dry_run else 64])
+    options.on_run = lambda runs: partial.write_text(json.dumps({"partial": True, "runs": runs}, indent=2, default=str))
+    return run_bench(None, options)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,13 +139,20 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    problems = preflight(args)
+    if problems:
+        (out / "preflight.txt").write_text("\n".join(problems) + "\n")
+        print("preflight failed, nothing run:\n  " + "\n  ".join(problems), flush=True)
+        return 2
     tiers = [("1-correctness-tiny", lambda: correctness("tiny", 4, args))]
     if not args.dry_run:
         tiers += [("1-correctness-edge", lambda: correctness("llava-edge-1b", 64, args)),
-                  ("2-bench-edge", lambda: bench("llava-edge-1b", args)),
-                  ("3-bench-7b", lambda: bench("llava-1.5-7b", args))]
+                  ("1-profile-edge", lambda: profile("llava-edge-1b", args, out)),
+                  ("2-bench-edge", lambda: bench("llava-edge-1b", args, out / "2-bench-edge.partial.json")),
+                  ("3-bench-7b", lambda: bench("llava-1.5-7b", args, out / "3-bench-7b.partial.json"))]
     else:
-        tiers += [("2-bench-tiny", lambda: bench("tiny", args))]
+        tiers += [("1-profile-tiny", lambda: profile("tiny", args, out)),
+                  ("2-bench-tiny", lambda: bench("tiny", args, out / "2-bench-tiny.partial.json"))]
     summary = []
     for name, run in tiers:
         if time.perf_counter() - start > args.deadline:
@@ -107,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             result = run()
             result["seconds"] = time.perf_counter() - t0
             (out / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+            (out / f"{name}.partial.json").unlink(missing_ok=True)
             summary.append(_line(name, result))
         except Exception as exc:  # noqa: BLE001 - a failed tier is recorded and the next one still runs
             (out / f"{name}.error.txt").write_text(traceback.format_exc())
@@ -117,6 +174,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _line(name: str, result: dict) -> str:
+    if "profile" in result:
+        from topv.profiling.op_profile import table as op_table
+
+        p = result["profile"]
+        provider = next(iter(p["graphs"].values()))["expected_provider"]
+        return (f"{name} ({result['seconds']:.0f} s): {p['fallback_nodes']} nodes off {provider}, "
+                f"{p['memcpy_nodes_per_request']:.0f} Memcpy nodes per request\n" + op_table(p))
     if "agreement_vs_ort_cpu" in result:
         parts = [f"{k}: {'=' if v['equal'] else 'differs at ' + str(v['first_difference'])}"
                  f"{'' if v['kept_equal'] else ' KEPT DIFFER'}" for k, v in result["agreement_vs_ort_cpu"].items()]
