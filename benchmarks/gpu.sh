@@ -11,13 +11,14 @@
 set -euo pipefail
 out=${OUT:-gpu-results}
 mkdir -p "$out"
-if [ -d /tmp/gw ] && [ ! -d /tmp/site/onnxruntime ]; then
-  (cd /tmp/gw && cat $(ls part.* | sort -t. -k2 -n) | tar xf - && \
-   ${PYTHON:-python3} -m pip install -q --no-index --no-deps --no-compile --target /tmp/site ./*.whl)
+gw=${TOPV_GPU_WHEELS:-/tmp/gw} site=${TOPV_GPU_SITE:-/tmp/site}  # (the rehearsal points them elsewhere)
+if [ -d "$gw" ] && [ ! -d "$site/onnxruntime" ]; then
+  (cd "$gw" && cat $(ls part.* | sort -t. -k2 -n) | tar xf - && \
+   ${PYTHON:-python3} -m pip install -q --no-index --no-deps --no-compile --target "$site" ./*.whl)
 fi
-export PYTHONPATH=/tmp/site:$(pwd):${PYTHONPATH:-} PATH=/tmp/site/bin:$PATH PYTHONUNBUFFERED=1
+export PYTHONPATH=$site:$(pwd):${PYTHONPATH:-} PATH=$site/bin:$PATH PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
-$py -c "import onnxruntime as o; getattr(o, 'preload_dlls', lambda: None)(); print('onnxruntime', o.__version__, o.get_available_providers())"
+$py -c "import torch, onnxruntime as o; getattr(o, 'preload_dlls', lambda: None)(); print('onnxruntime', o.__version__, o.get_available_providers())"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
 $py -c "import json, topv.versions as v; print(json.dumps(v.library_versions()))" | tee "$out/versions.json"
 exec $py benchmarks/gpu_run.py --out "$out" "$@"

@@ -1,23 +1,35 @@
 #!/usr/bin/env bash
 # Rehearses the GPU run on this CPU with the GPU machine's library versions (../shared/gpu/README.md: torch 2.11
-# CUDA 13 build, transformers 5.17, onnx 1.23.1, onnxscript 0.7.2, onnxruntime 1.30; Pillow as carried with the
-# wheel parts), in their own venv under artifacts/gpu-rehearsal, without topv installed (the GPU machine runs it
-# from the repository root): the dry run in fp32 and fp16. It found that transformers' image processors need
-# Pillow, which the GPU machine does not list. Downloads about 3 GB once (torch's CUDA libraries), so it is not
-# part of CI; run it after changing what the GPU run touches, before a session with a GPU.
+# CUDA 13 build, transformers 5.17, onnx 1.23.1, onnxscript 0.7.2; Python 3.11 here, 3.12 there), in their own venv
+# under artifacts/gpu-rehearsal, without topv installed (the GPU machine runs it from the repository root).
+# The wheels carried to the GPU machine (onnxruntime-gpu 1.31.1, polygraphy, Pillow; here their cp311 builds) go
+# the same way as there: parts of 60 MiB, joined and installed by benchmarks/gpu.sh into a --target folder.
+# Then the dry run in fp32 and fp16 (onnxruntime-gpu's CPU provider; no GPU here). It found that transformers'
+# image processors need Pillow and plots matplotlib, neither listed on the GPU machine, and that onnxruntime-gpu
+# must be preloaded after torch. Downloads about 3.3 GB once, so it is not part of CI; run it after changing
+# what the GPU run touches, before a session with a GPU.
 #   bash benchmarks/gpu_rehearse.sh            # results in artifacts/gpu-rehearsal/out-fp32, out-fp16
 set -euo pipefail
 cd "$(dirname "$0")/.."
-venv=artifacts/gpu-rehearsal/venv
+root=$(pwd)/artifacts/gpu-rehearsal
+venv=$root/venv
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q torch==2.11.0 transformers==5.17.0 onnx==1.23.1 onnxscript==0.7.2 onnxruntime==1.30.0 \
-    pillow==13.0.0 numpy
+  "$venv/bin/pip" install -q torch==2.11.0 transformers==5.17.0 onnx==1.23.1 onnxscript==0.7.2 onnxruntime==1.30.0 numpy
+fi
+if [ ! -d "$root/gw" ]; then  # the carried wheels, as prepare-gpu-wheels.sh packs them
+  dl=$(mktemp -d)
+  "$venv/bin/pip" download -q --no-deps -d "$dl" onnxruntime-gpu==1.31.1 polygraphy==0.53.6 pillow==13.0.0
+  mkdir -p "$root/gw.tmp"
+  (cd "$dl" && tar cf - ./*.whl) | split -b 60M -d -a 2 - "$root/gw.tmp/p."
+  n=0
+  for p in $(ls "$root"/gw.tmp/p.* | sort); do n=$((n + 1)); mv "$p" "$root/gw.tmp/part.$n"; done
+  rm -rf "$dl" && mv "$root/gw.tmp" "$root/gw"
 fi
 for dtype in fp32 fp16; do
-  out=artifacts/gpu-rehearsal/out-$dtype
+  out=$root/out-$dtype
   rm -rf "$out"
-  echo "== dry run, $dtype, with $("$venv/bin/python" -c 'import torch, transformers as t; print("torch", torch.__version__, "transformers", t.__version__)')"
-  OUT=$out PYTHON=$venv/bin/python bash benchmarks/gpu.sh --device cpu --dry-run --dtype "$dtype" \
-    --work artifacts/gpu-rehearsal/work 2>&1 | grep -v "Loading weights\|Writing model"
+  echo "== dry run, $dtype"
+  TOPV_GPU_WHEELS=$root/gw TOPV_GPU_SITE=$root/site OUT=$out PYTHON=$venv/bin/python \
+    bash benchmarks/gpu.sh --device cpu --dry-run --dtype "$dtype" --work "$root/work" 2>&1 | grep -v "Loading weights\|Writing model"
 done

@@ -66,13 +66,22 @@ def preflight(args: argparse.Namespace) -> list[str]:
     if missing or args.dry_run:
         return [f"python module {m} (PIL: carry the pillow wheel with the onnxruntime-gpu parts, docs/gpu.md)"
                 for m in missing]
+    import torch  # first: its CUDA libraries are then loaded for ONNX Runtime's CUDA provider
+
     import onnxruntime
-    import torch
+    from onnx import TensorProto, helper
 
     problems = [] if torch.cuda.is_available() else ["torch sees no CUDA device"]
     getattr(onnxruntime, "preload_dlls", lambda: None)()
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
-        problems.append(f"onnxruntime {onnxruntime.__version__} has no CUDAExecutionProvider (onnxruntime-gpu not installed?)")
+        return problems + [f"onnxruntime {onnxruntime.__version__} has no CUDAExecutionProvider (onnxruntime-gpu not installed?)"]
+    vec = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2]) for n in "abc"]  # a one-node graph on the provider
+    model = helper.make_model(helper.make_graph([helper.make_node("Add", ["a", "b"], ["c"])], "probe", vec[:2], vec[2:]),
+                              opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CUDAExecutionProvider"])
+    if session.get_providers()[:1] != ["CUDAExecutionProvider"]:
+        problems.append(f"ONNX Runtime's CUDA provider did not start (session providers {session.get_providers()}; "
+                        "see its log above: CUDA/cuDNN libraries or the driver)")
     return problems
 
 

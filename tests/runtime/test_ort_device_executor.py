@@ -49,3 +49,31 @@ def test_ort_cuda_matches_ort_cpu(exports, scene_image):
     a = cpu.generate(scene_image, "w1 w2 w3", max_new_tokens=20)
     b = gpu.generate(scene_image, "w1 w2 w3", max_new_tokens=20)
     assert b.token_ids == a.token_ids and b.kept_indices == a.kept_indices
+
+
+def test_a_cuda_provider_that_did_not_start_is_an_error_not_a_cpu_run(exports, monkeypatch):
+    """ONNX Runtime falls back to its CPU provider when the CUDA one cannot load (libraries, driver) and only logs it;
+    binding device pointers to such a session would be wrong, so ort-cuda refuses it (seen with onnxruntime-gpu
+    1.31.1 imported before torch on a machine without the driver)."""
+    import onnxruntime
+    import torch
+
+    from topv.errors import BackendUnavailableError
+    from topv.runtime.backends.ort_cuda import backend as ort_cuda
+
+    folder = exports.export("device-6x6", SHAPE, keep=10, layer=1, max_new_tokens=20)
+
+    class FallenBack:
+        def get_providers(self):
+            return ["CPUExecutionProvider"]
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(onnxruntime, "preload_dlls", lambda *a, **k: None, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "Stream", lambda device: type("S", (), {"cuda_stream": 0})())
+    monkeypatch.setattr("topv.config.check_device", lambda device, default="cpu": "cuda:0")
+    opened = []
+    monkeypatch.setattr(ort_cuda, "open_session", lambda path, opts, providers: opened.append(providers) or FallenBack())
+    with pytest.raises(BackendUnavailableError, match="could not start its CUDA provider"):
+        Pipeline.load(folder, "ort-cuda", device="cuda", verify_checksums=False)
+    assert opened and opened[0][0][0] == "CUDAExecutionProvider"

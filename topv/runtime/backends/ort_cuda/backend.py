@@ -85,6 +85,11 @@ class OrtCudaBackend(TorchArrays, Backend):
         for name, info in manifest.graphs.items():
             capture = {"enable_cuda_graph": "1"} if graph and name == n.DECODE_STEP else {}
             sessions[name] = open_session(Path(folder) / info.file, opts(name), [("CUDAExecutionProvider", {**base, **capture})])
+            if sessions[name].get_providers()[:1] != ["CUDAExecutionProvider"]:
+                raise BackendUnavailableError(  # ONNX Runtime falls back to the CPU provider with only a log line
+                    f"ONNX Runtime could not start its CUDA provider for {info.file} (it offered "
+                    f"{sessions[name].get_providers()}): CUDA 13 / cuDNN 9 libraries or the driver were not found. "
+                    "Import torch before onnxruntime so its CUDA libraries are loaded, or see docs/gpu.md.")
         return cls(manifest, sessions, device, stream, graph)._check()
 
     def end_profiling(self) -> dict[str, Path]:
