@@ -70,7 +70,7 @@ def plot_op_profile(summary: dict[str, Any], path: str | Path, top: int = 7) -> 
             totals[o["op"]] = totals.get(o["op"], 0.0) + o["ms"]
     kinds = sorted(totals, key=lambda op: -totals[op])[:top]
     names = list(graphs)
-    fig, ax = plt.subplots(figsize=(10, 0.5 * len(names) + 2.2))
+    fig, ax = plt.subplots(figsize=(11.5, 0.5 * len(names) + 2.2))
     left = [0.0] * len(names)
     for op in kinds + ["other"]:
         widths = [sum(o["ms"] for o in graphs[g]["ops"] if (o["op"] == op) or (op == "other" and o["op"] not in kinds))
@@ -81,7 +81,7 @@ def plot_op_profile(summary: dict[str, Any], path: str | Path, top: int = 7) -> 
     ax.set_xlabel(f"ms in one request (node times; {summary['new_tokens']} new tokens, "
                   f"{summary['prompt_tokens']}-token prompt, {summary['kept_prompt_tokens']} kept)")
     ax.set_title(f"operator time per graph: {summary['backend']} on {summary['device']}")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     from topv.cli.outputs import save_figure
 
