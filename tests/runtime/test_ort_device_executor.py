@@ -77,3 +77,14 @@ def test_a_cuda_provider_that_did_not_start_is_an_error_not_a_cpu_run(exports, m
     with pytest.raises(BackendUnavailableError, match="could not start its CUDA provider"):
         Pipeline.load(folder, "ort-cuda", device="cuda", verify_checksums=False)
     assert opened and opened[0][0][0] == "CUDAExecutionProvider"
+    assert opened[0][0][1]["use_tf32"] == "0"  # the fp32 islands (TopV's cost, Sinkhorn) stay float32 on the GPU
+
+
+def test_a_captured_decode_step_serves_one_kv_state_only(exports):
+    from topv.errors import ConfigError
+
+    folder = exports.export("device-6x6", SHAPE, keep=10, layer=1, max_new_tokens=20)
+    pipe = Pipeline.load(folder, "ort-cuda", threads=1, device="cpu")  # its one state is bound at load
+    pipe.backend.cuda_graph = True  # as on a GPU with cuda_graph=True
+    with pytest.raises(ConfigError, match="max_concurrency=1"):
+        pipe.chain.new_state()

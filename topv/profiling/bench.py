@@ -124,6 +124,16 @@ def _on_gpu(device: str | None) -> bool:
     return bool(device) and str(device).startswith("cuda")
 
 
+def _release(device: str | None) -> None:
+    """Collect what the last run held and, on a GPU, return torch's cached blocks: device memory is read with
+    ``cudaMemGetInfo``, which counts torch's cache, so the next run's peak would include this one's."""
+    gc.collect()
+    if _on_gpu(device):
+        import torch
+
+        torch.cuda.empty_cache()
+
+
 def _device_index(device: str | None) -> int:
     text = str(device or "cuda")
     return int(text.split(":")[1]) if ":" in text else 0
@@ -199,16 +209,15 @@ def run_bench(out_dir: str | Path | None, options: BenchOptions) -> dict[str, An
 
     inputs = prepare(out_dir, options)
     keeps = options.keeps if options.keeps is not None or out_dir is not None else [None]
-    if keeps is None:
-        exports = [Path(out_dir)]
-    else:
-        exports = [_export_for(inputs.source, keep, options, inputs.max_prompt, q) for q in options.quantize for keep in keeps]
     from topv.memory import device_used_probe
 
     probe = device_used_probe(_device_index(options.device))[0] if _on_gpu(options.device) else None
     runs: list[dict[str, Any]] = []
-    for folder in exports:
-        _measure_export(folder, inputs, options, probe, runs)
+    exports = []
+    for q, keep in [(None, None)] if keeps is None else [(q, k) for q in options.quantize for k in keeps]:
+        # each export measured as soon as it exists: a later export that fails leaves the runs before it
+        exports.append(Path(out_dir) if keeps is None else _export_for(inputs.source, keep, options, inputs.max_prompt, q))
+        _measure_export(exports[-1], inputs, options, probe, runs)
     profiles = _op_profiles(exports, inputs, options) if options.op_profile else None
     if options.baselines:
         _hf_baselines(inputs.source, inputs.processor, inputs.image, inputs.prompt, options, probe, runs)
@@ -362,7 +371,7 @@ def _measure_one(folder: Path, spec: str, inputs: BenchInputs, options: BenchOpt
         run["process_peak_rss_bytes"] = peak_rss_since_exec()  # this process held only this backend
     pipe.backend.close()
     del pipe, runner
-    gc.collect()
+    _release(options.device)
     return run
 
 
@@ -394,7 +403,7 @@ def _hf_baselines(source: Path, processor: Any, image: Any, prompt: str, options
                          "peak_host_rss_bytes": m.peak_host_rss_bytes, "peak_gpu_bytes": m.peak_gpu_bytes,
                          "warmup_s": m.warmup_seconds}, options)
     del model
-    gc.collect()
+    _release(options.device)
 
 
 def _p50(run: dict[str, Any], stage: str) -> float | None:

@@ -56,6 +56,7 @@ class OrtCudaBackend(TorchArrays, Backend):
         self.manifest, self.sessions, self.device, self.stream = manifest, sessions, device, stream
         self.cuda_graph = cuda_graph
         self.ort_device = ("cuda", device.index or 0) if device.type == "cuda" else ("cpu", 0)
+        self.bound_decoders = 0
 
     @classmethod
     def load(cls, folder: Path, manifest: Manifest, options: BackendOptions) -> "OrtCudaBackend":
@@ -80,7 +81,9 @@ class OrtCudaBackend(TorchArrays, Backend):
             ort.preload_dlls()
         stream = torch.cuda.Stream(device)  # ONNX Runtime's compute stream; CUDA graphs cannot capture the legacy one
         graph = cuda_graph_default() if options.cuda_graph is None else options.cuda_graph
-        base = {"device_id": str(device.index or 0), "user_compute_stream": str(stream.cuda_stream)}
+        # use_tf32=0: the provider's default runs float32 MatMuls in TF32 (10-bit mantissa); the float32 islands of
+        # an fp16 export (the TopV cost and Sinkhorn, rotary angles) and every fp32 export need full float32
+        base = {"device_id": str(device.index or 0), "user_compute_stream": str(stream.cuda_stream), "use_tf32": "0"}
         sessions = {}
         for name, info in manifest.graphs.items():
             capture = {"enable_cuda_graph": "1"} if graph and name == n.DECODE_STEP else {}
@@ -94,6 +97,15 @@ class OrtCudaBackend(TorchArrays, Backend):
 
     def end_profiling(self) -> dict[str, Path]:
         return end_profiling(self.sessions)
+
+    def close(self) -> None:
+        """Drop the sessions (ONNX Runtime frees their device arenas) and return torch's cached blocks."""
+        self.sessions.clear()
+        if self.device.type == "cuda":
+            import gc
+
+            gc.collect()
+            self.torch.cuda.empty_cache()
 
     def _check(self) -> "OrtCudaBackend":
         for g, info in self.manifest.graphs.items():
@@ -129,10 +141,17 @@ class OrtCudaBackend(TorchArrays, Backend):
         return outputs
 
     def decoder(self, cache: KVCache) -> DecodeStep:
+        if self.cuda_graph and self.bound_decoders:
+            from topv.errors import ConfigError
+
+            raise ConfigError("cuda_graph captures the decode step once, at the buffers of one KV state; a second state "
+                              "would replay the first one's addresses. Use max_concurrency=1 with cuda_graph, or turn "
+                              "cuda_graph off.")
+        self.bound_decoders += 1
         t, kv = self.torch, self.kv
         small = {name: t.zeros((1, 1) if name in (n.INPUT_IDS, n.POSITION_IDS) else (1,), dtype=t.int64, device=self.device)
                  for name in (n.INPUT_IDS, n.POSITION_IDS, n.PAST_LENGTH_HEAD, n.PAST_LENGTH_TAIL)}
-        logits = t.zeros((1, self.manifest.spec.vocab_size), dtype=t.float32, device=self.device)
+        logits = t.zeros(self.manifest.graphs[n.DECODE_STEP].tensor(n.LOGITS).resolve({}), dtype=t.float32, device=self.device)
         new = {name: t.zeros((1, kv.num_kv_heads, 1, kv.head_dim), dtype=torch_dtype(kv.dtype), device=self.device)
                for name in n.kv_names("new", range(kv.num_layers))}
         session = self.sessions[n.DECODE_STEP]

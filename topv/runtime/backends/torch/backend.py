@@ -61,3 +61,12 @@ class TorchBackend(TorchArrays, Backend):
     def run(self, graph: str, feeds: dict[str, Any], axes: dict[str, int]) -> dict[str, Any]:
         with self.torch.no_grad():
             return self.modules[graph](feeds)
+
+    def close(self) -> None:
+        """Drop the model's modules and return torch's cached device blocks (the next backend's memory peak is its own)."""
+        self.modules.clear()
+        if self.device.type == "cuda":
+            import gc
+
+            gc.collect()
+            self.torch.cuda.empty_cache()
