@@ -3,18 +3,23 @@
     python3 benchmarks/gpu_run.py --out $OUT                      # on the GPU machine (benchmarks/gpu.sh)
     python3 benchmarks/gpu_run.py --out /tmp/dry --device cpu --dry-run    # the CPU dry run (tests)
 
-Tier 1, correctness: random-weight models of the ``tiny`` and ``llava-edge-1b`` shapes in fp16, exported on the
-device; ``ort-cuda`` (with and without the decode step's CUDA graph) against ``ort-cpu`` and ``torch`` on the same
-export: 32 greedy tokens (eos ignored) and the kept indices, with the first step where tokens differ. Then the
-operator profile of that export on ``ort-cuda`` (ONNX Runtime's per-node trace and, on CUDA, the device kernels
-under torch's profiler): where the time goes, nodes that fell back to the CPU provider, Memcpy nodes.
-Tier 2: ``topv-bench`` on ``llava-edge-1b`` shapes, fp16, keep all and 64, ``ort-cuda`` and ``torch``, with
-transformers eager and static+compiled as baselines in the same run.
-Tier 3: the same on ``llava-1.5-7b`` shapes, if the clock allows (``--deadline``).
+A preflight checks the libraries and, on CUDA, that ONNX Runtime's CUDA provider runs a graph (exit 2 naming
+what is missing). Then:
+1. correctness: random-weight models of the ``tiny`` and ``llava-edge-1b`` shapes in fp16, exported on the
+   device; ``ort-cpu``, ``torch`` and ``ort-cuda`` on the same export: 32 greedy tokens (eos ignored) and the
+   kept indices, pairwise, with the first step where tokens differ; then the operator profile of the edge export
+   on ``ort-cuda`` (ONNX Runtime's per-node trace and, on CUDA, the device kernels under torch's profiler): where
+   the time goes, nodes that fell back to the CPU provider, Memcpy nodes.
+2. ``topv-bench`` on the edge shape at keep 64, ``ort-cuda`` and ``torch``, with transformers eager and
+   static+compiled as baselines in the same run.
+3. ``ort-cuda`` with the decode step captured as a CUDA graph against without, on tier 1's exports (last of the
+   cheap tiers: a fault in a captured graph can leave the process's CUDA context unusable).
+4. ``topv-bench`` on the edge shape at keep all (its own export), ratios computed with tier 2's runs.
+5. keep all and 64 on ``llava-1.5-7b`` shapes with both baselines, if the clock allows (``--deadline``).
 A short table of every tier's result is printed last. ``--dry-run`` uses the tiny shape everywhere and drops
-the CUDA-only baselines, so the script cannot rot between GPU sessions. A preflight checks the libraries first
-(exit 2 naming what is missing). Tier 2 and 3 save ``<tier>.partial.json`` after every measured run, so a
-command cut short keeps the runs it finished; the large traces stay in ``--work``, only summaries go to OUT.
+the CUDA-only baselines, so the script cannot rot between GPU sessions. Bench tiers save
+``<tier>.partial.json`` after every measured run, so a command cut short keeps the runs it finished; the large
+traces stay in ``--work``, only summaries go to OUT.
 """
 
 from __future__ import annotations
@@ -85,15 +90,43 @@ def preflight(args: argparse.Namespace) -> list[str]:
     return problems
 
 
-EXPORTS: dict = {}  # shape -> (export folder, bench inputs) of tier 1, reused by the profile
+EXPORTS: dict = {}  # shape -> (export folder, bench inputs) of tier 1, reused by the profile and the CUDA-graph tier
+
+
+def _generate(folder: Path, backend: str, device: str | None, inputs, graph: bool | None, repeats: int = 1) -> dict:
+    """``repeats`` 32-token greedy generations (eos ignored) on a fresh pipeline: tokens, kept, TTFT, decode ms/token."""
+    import statistics
+
+    from topv.runtime.pipeline import Pipeline
+
+    pipe = Pipeline.load(folder, backend, device=device, cuda_graph=graph, verify_checksums=False)
+    try:
+        results = [pipe.generate(inputs.image, inputs.prompt, max_new_tokens=32, ignore_eos=True) for _ in range(repeats)]
+    finally:
+        pipe.backend.close()
+    steps = [t for r in results[1:] or results for t in r.timings_ms()["decode"]]  # the first run warms up
+    last = results[-1]
+    return {"tokens": last.token_ids, "kept": last.kept_indices, "ttft_ms": last.timings_ms()["ttft"],
+            "decode_ms_per_token_p50": statistics.median(steps) if steps else None,
+            "same_tokens_every_run": all(r.token_ids == last.token_ids for r in results)}
+
+
+def _agreements(runs: dict, pairs: list[tuple[str, str]]) -> dict:
+    """Tokens and kept indices of each pair of finished runs (a run that raised is left out)."""
+    out = {}
+    for a, b in pairs:
+        if "tokens" in runs.get(a, {}) and "tokens" in runs.get(b, {}):
+            out[f"{b} vs {a}"] = {**_agreement(runs[a]["tokens"], runs[b]["tokens"]), "kept_equal": runs[a]["kept"] == runs[b]["kept"]}
+    return out
 
 
 def correctness(shape: str, keep: int, args: argparse.Namespace) -> dict:
-    """One export of ``shape`` (the one tier 2 measures, so it is reused), then every backend on the same request."""
+    """One export of ``shape`` (the one tier 2 measures, so it is reused), then every backend on the same request.
+    A backend that raises is recorded in its slot; the others still run. The CUDA graph has its own later tier:
+    a fault in a captured graph can leave the process's CUDA context unusable."""
     from topv.profiling.bench import _export_for, prepare
-    from topv.runtime.pipeline import Pipeline
 
-    options = _options(shape, args, [None, keep])
+    options = _options(shape, args, [keep])
     t0 = time.perf_counter()
     inputs = prepare(None, options)
     built = time.perf_counter() - t0
@@ -101,19 +134,23 @@ def correctness(shape: str, keep: int, args: argparse.Namespace) -> dict:
     exported = time.perf_counter() - t0 - built
     EXPORTS[shape] = (folder, inputs)
     runs = {}
-    backends = [("ort-cpu", None), ("torch", None), ("ort-cuda", False)] + ([] if args.dry_run else [("ort-cuda", True)])
-    for backend, graph in backends:
-        device = None if backend == "ort-cpu" else options.device
-        pipe = Pipeline.load(folder, backend, device=device, cuda_graph=graph, verify_checksums=False)
-        result = pipe.generate(inputs.image, inputs.prompt, max_new_tokens=32, ignore_eos=True)
-        runs[f"{backend}{'+graph' if graph else ''}"] = {"tokens": result.token_ids, "kept": result.kept_indices,
-                                                        "ttft_ms": result.timings_ms()["ttft"]}
-        del pipe
-    ref = runs["ort-cpu"]
+    for backend in ("ort-cpu", "torch", "ort-cuda"):
+        try:
+            runs[backend] = _generate(folder, backend, None if backend == "ort-cpu" else options.device, inputs, False)
+        except Exception as exc:  # noqa: BLE001 - recorded; the next backend still runs
+            runs[backend] = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+    # ort-cpu runs the fp16 graphs partly in float32 (ONNX Runtime's CPU casts), so on the GPU the like-for-like
+    # pair is ort-cuda vs torch, both float16 on the device
+    pairs = [("ort-cpu", "torch"), ("ort-cpu", "ort-cuda"), ("torch", "ort-cuda")]
     return {"shape": shape, "dtype": options.dtype, "keep": keep, "export": str(folder), "seconds_build": built,
             "seconds_export": exported, "validation": json.loads((folder / "validation.json").read_text())["generation"],
-            "runs": runs, "agreement_vs_ort_cpu": {k: {**_agreement(ref["tokens"], v["tokens"]),
-                                                      "kept_equal": v["kept"] == ref["kept"]} for k, v in runs.items()}}
+            "runs": runs, "agreement": _agreements(runs, pairs)}
+
+
+def _tier1(shape: str) -> tuple:
+    if shape not in EXPORTS:
+        raise RuntimeError(f"tier 1 has no export of {shape} (its correctness tier failed: see its error file)")
+    return EXPORTS[shape]
 
 
 def profile(shape: str, args: argparse.Namespace, out: Path) -> dict:
@@ -123,7 +160,7 @@ def profile(shape: str, args: argparse.Namespace, out: Path) -> dict:
 
     from topv.profiling.op_profile import profile_export
 
-    folder, inputs = EXPORTS[shape]
+    folder, inputs = _tier1(shape)
     work = Path(args.work) / "profiles" / f"{shape}-{time.strftime('%H%M%S')}"
     summary = profile_export(folder, "ort-cuda", work, inputs.image, inputs.prompt, new_tokens=8,
                              device="cpu" if args.dry_run else args.device)
@@ -135,12 +172,36 @@ def profile(shape: str, args: argparse.Namespace, out: Path) -> dict:
     return {"shape": shape, "profile": summary}
 
 
-def bench(shape: str, args: argparse.Namespace, partial: Path) -> dict:
-    from topv.profiling.bench import run_bench
+def cuda_graph(args: argparse.Namespace) -> dict:
+    """``ort-cuda`` with the decode step captured as a CUDA graph against ``ort-cuda`` without it, on tier 1's exports:
+    tokens (expected identical: the same kernels, replayed) and decode ms/token, 3 generations each."""
+    device = "cpu" if args.dry_run else args.device
+    out = {}
+    for shape in EXPORTS:
+        folder, inputs = EXPORTS[shape]
+        runs = {}
+        for label, graph in (("ort-cuda", False), ("ort-cuda+graph", True)):
+            try:
+                runs[label] = _generate(folder, "ort-cuda", device, inputs, graph, repeats=3)
+            except Exception as exc:  # noqa: BLE001 - recorded
+                runs[label] = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+        out[shape] = {"runs": runs, "agreement": _agreements(runs, [("ort-cuda", "ort-cuda+graph")])}
+    return {"cuda_graph": out}
 
-    options = _options(shape, args, [None, 4 if args.dry_run else 64])
+
+def bench(shape: str, args: argparse.Namespace, partial: Path, keeps: list, baselines: bool, earlier: Path | None = None) -> dict:
+    """``topv-bench`` on ``shape`` at ``keeps``; with ``earlier`` (another tier's JSON of the same shape), the ratios
+    are computed over both tiers' runs (keep all against keep 64 and the transformers baselines)."""
+    from topv.profiling.bench import ratios, run_bench
+
+    options = _options(shape, args, keeps)
+    if not baselines:
+        options.baselines = []
     options.on_run = lambda runs: partial.write_text(json.dumps({"partial": True, "runs": runs}, indent=2, default=str))
-    return run_bench(None, options)
+    result = run_bench(None, options)
+    if earlier is not None and earlier.is_file():
+        result["ratios_with_earlier_tier"] = ratios(json.loads(earlier.read_text())["runs"] + result["runs"])
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,15 +214,17 @@ def main(argv: list[str] | None = None) -> int:
         (out / "preflight.txt").write_text("\n".join(problems) + "\n")
         print("preflight failed, nothing run:\n  " + "\n  ".join(problems), flush=True)
         return 2
+    edge, small = ("tiny", 4) if args.dry_run else ("llava-edge-1b", 64)
     tiers = [("1-correctness-tiny", lambda: correctness("tiny", 4, args))]
     if not args.dry_run:
-        tiers += [("1-correctness-edge", lambda: correctness("llava-edge-1b", 64, args)),
-                  ("1-profile-edge", lambda: profile("llava-edge-1b", args, out)),
-                  ("2-bench-edge", lambda: bench("llava-edge-1b", args, out / "2-bench-edge.partial.json")),
-                  ("3-bench-7b", lambda: bench("llava-1.5-7b", args, out / "3-bench-7b.partial.json"))]
-    else:
-        tiers += [("1-profile-tiny", lambda: profile("tiny", args, out)),
-                  ("2-bench-tiny", lambda: bench("tiny", args, out / "2-bench-tiny.partial.json"))]
+        tiers += [("1-correctness-edge", lambda: correctness("llava-edge-1b", 64, args))]
+    tiers += [(f"1-profile-{edge}", lambda: profile(edge, args, out)),
+              (f"2-bench-{edge}", lambda: bench(edge, args, out / f"2-bench-{edge}.partial.json", [small], True)),
+              ("3-cuda-graph", lambda: cuda_graph(args)),
+              (f"4-bench-{edge}-keepall", lambda: bench(edge, args, out / f"4-bench-{edge}-keepall.partial.json", [None],
+                                                       False, out / f"2-bench-{edge}.json"))]
+    if not args.dry_run:
+        tiers += [("5-bench-7b", lambda: bench("llava-1.5-7b", args, out / "5-bench-7b.partial.json", [None, 64], True))]
     summary = []
     for name, run in tiers:
         if time.perf_counter() - start > args.deadline:
@@ -182,21 +245,35 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all("FAILED" not in s for s in summary) else 1
 
 
+def _pairs(agreement: dict) -> str:
+    return "; ".join(f"{k}: {'=' if v['equal'] else 'differs at ' + str(v['first_difference'])}"
+                     f"{'' if v['kept_equal'] else ' KEPT DIFFER'}" for k, v in agreement.items())
+
+
 def _line(name: str, result: dict) -> str:
+    head = f"{name} ({result['seconds']:.0f} s)"
     if "profile" in result:
         from topv.profiling.op_profile import table as op_table
 
         p = result["profile"]
         provider = next(iter(p["graphs"].values()))["expected_provider"]
-        return (f"{name} ({result['seconds']:.0f} s): {p['fallback_nodes']} nodes off {provider}, "
+        return (f"{head}: {p['fallback_nodes']} nodes off {provider}, "
                 f"{p['memcpy_nodes_per_request']:.0f} Memcpy nodes per request\n" + op_table(p))
-    if "agreement_vs_ort_cpu" in result:
-        parts = [f"{k}: {'=' if v['equal'] else 'differs at ' + str(v['first_difference'])}"
-                 f"{'' if v['kept_equal'] else ' KEPT DIFFER'}" for k, v in result["agreement_vs_ort_cpu"].items()]
-        return f"{name} ({result['seconds']:.0f} s): tokens vs ort-cpu: " + "; ".join(parts)
+    if "agreement" in result:
+        failed = [f"{k} FAILED: {v['error'][:120]}" for k, v in result["runs"].items() if "error" in v]
+        return f"{head}: tokens: " + "; ".join([_pairs(result["agreement"])] + failed)
+    if "cuda_graph" in result:
+        parts = []
+        for shape, r in result["cuda_graph"].items():
+            ms = [f"{k} {v['decode_ms_per_token_p50']:.2f} ms/token" if "error" not in v else f"{k} FAILED: {v['error'][:120]}"
+                  for k, v in r["runs"].items()]
+            parts.append(f"{shape}: {_pairs(r['agreement']) or 'no agreement'}; " + ", ".join(ms))
+        return f"{head}: " + " | ".join(parts)
     from topv.profiling.bench import table
 
-    return f"{name} ({result['seconds']:.0f} s):\n" + table(result)
+    both = result.get("ratios_with_earlier_tier", {})
+    return f"{head}:\n" + table(result) + "".join(
+        f"\n{label} (with the earlier tier's runs): " + ", ".join(f"{k} {v:.2f}" for k, v in r.items()) for label, r in both.items())
 
 
 if __name__ == "__main__":

@@ -22,10 +22,18 @@ def test_gpu_script_dry_run_on_cpu(tmp_path, dtype):
     out = tmp_path / "out"
     correctness = json.loads((out / "1-correctness-tiny.json").read_text())
     assert correctness["dtype"] == dtype and correctness["validation"]["ok"]
-    assert all(a["equal"] and a["kept_equal"] for a in correctness["agreement_vs_ort_cpu"].values())
+    assert set(correctness["agreement"]) == {"torch vs ort-cpu", "ort-cuda vs ort-cpu", "ort-cuda vs torch"}
+    assert all(a["equal"] and a["kept_equal"] for a in correctness["agreement"].values())
     bench = json.loads((out / "2-bench-tiny.json").read_text())
-    assert {r["label"] for r in bench["runs"]} >= {"topv ort-cuda keep=all", "topv ort-cuda keep=4", "transformers eager"}
-    assert not (out / "2-bench-tiny.partial.json").exists()  # a finished tier leaves only its full result
+    assert [r["label"] for r in bench["runs"]] == ["topv ort-cuda keep=4", "transformers eager"]
+    keep_all = json.loads((out / "4-bench-tiny-keepall.json").read_text())
+    assert [r["label"] for r in keep_all["runs"]] == ["topv ort-cuda keep=all"]
+    both = keep_all["ratios_with_earlier_tier"]["topv ort-cuda keep=4"]  # keep 4 against keep all across the two tiers
+    assert {"total_speedup_vs_keep_all", "total_speedup_vs_hf", "kv_bytes_vs_unpruned"} <= set(both)
+    assert not list(out.glob("*.partial.json"))  # a finished tier leaves only its full result
+    graph = json.loads((out / "3-cuda-graph.json").read_text())["cuda_graph"]["tiny"]
+    assert graph["agreement"]["ort-cuda+graph vs ort-cuda"]["equal"]
+    assert all(r["same_tokens_every_run"] and r["decode_ms_per_token_p50"] > 0 for r in graph["runs"].values())
     assert json.loads((out / "versions.json").read_text())["topv"]
     # the operator profile of tier 1's export: every graph of it, summaries in OUT, the traces left in --work
     profile = json.loads((out / "profile-tiny" / "profile.json").read_text())
@@ -44,3 +52,31 @@ def test_gpu_script_preflight_names_what_is_missing(tmp_path):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "PIL" in (tmp_path / "out" / "preflight.txt").read_text()
     assert not list((tmp_path / "out").glob("1-*"))
+
+
+def _gpu_run_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_run_under_test", ROOT / "benchmarks" / "gpu_run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_backend_that_raises_is_recorded_and_the_others_still_run(tmp_path, monkeypatch):
+    mod = _gpu_run_module()
+    real = mod._generate
+
+    def flaky(folder, backend, *args, **kwargs):
+        if backend == "torch":
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return real(folder, backend, *args, **kwargs)
+
+    monkeypatch.setattr(mod, "_generate", flaky)
+    args = mod._parser().parse_args(["--out", str(tmp_path / "o"), "--device", "cpu", "--dry-run", "--work", str(tmp_path / "w")])
+    with pytest.raises(RuntimeError, match="tier 1 has no export of tiny"):
+        mod.profile("tiny", args, tmp_path / "o")  # a later tier names the missing export instead of a KeyError
+    result = mod.correctness("tiny", 4, args)
+    assert "illegal memory access" in result["runs"]["torch"]["error"]
+    assert set(result["agreement"]) == {"ort-cuda vs ort-cpu"} and result["agreement"]["ort-cuda vs ort-cpu"]["equal"]
+    assert "torch FAILED: RuntimeError: CUDA error" in mod._line("1-correctness-tiny", {**result, "seconds": 1.0})
