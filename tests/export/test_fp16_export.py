@@ -52,3 +52,80 @@ def test_fp16_export_validates_against_the_fp16_reference(fp16_export):
     report = json.loads((fp16_export / "validation.json").read_text())
     assert report["ok"] and report["dtype"] == "fp16"
     assert report["generation"]["tokens_equal"] and report["generation"]["kept_indices_equal"]
+
+
+def _boundary_swap(scores, keep, config, nudge):
+    """``scores`` with the last top-scored token and the first one below it swapped by ``nudge`` around their midpoint."""
+    import torch
+
+    from topv.pruning.selection import recovery_count
+
+    s = torch.as_tensor(scores, dtype=torch.float32).clone()
+    k_top = keep - recovery_count(keep, config.recovery_fraction, s.numel())
+    order = torch.sort(s, descending=True, stable=True).indices
+    a, b = int(order[k_top - 1]), int(order[k_top])
+    mid = float(s[a] + s[b]) / 2
+    s[a], s[b] = mid - nudge, mid + nudge
+    return s.numpy()
+
+
+def test_kept_near_tie_is_explained_only_by_a_small_perturbation_and_an_exact_selection():
+    import numpy as np
+    import torch
+
+    from topv.export.validate import kept_near_tie
+    from topv.pruning import TopVConfig
+    from topv.pruning.selection import select_tokens
+
+    config, keep = TopVConfig(), 12
+    got = np.random.default_rng(0).uniform(0.010, 0.012, 64).astype(np.float32)
+    got_kept = [int(i) for i in select_tokens(torch.from_numpy(got), keep, config)]
+    ref = _boundary_swap(got, keep, config, 1e-6)  # the reference ranks the two boundary tokens the other way
+    assert [int(i) for i in select_tokens(torch.from_numpy(ref), keep, config)] != got_kept
+    tie = kept_near_tie(ref, got, got_kept, keep, config, 0, "fp16")
+    assert tie["explained"] and tie["top_tokens_swapped"] == 1 and tie["score_perturbation"] <= tie["score_tolerance"]
+    assert not kept_near_tie(ref, got, got_kept, keep, config, 0, "fp32")["explained"]  # float32: kept sets must be equal
+    wrong = sorted(set(got_kept) - {got_kept[0]} | {next(i for i in range(64) if i not in got_kept)})
+    assert not kept_near_tie(ref, got, wrong, keep, config, 0, "fp16")["selection_consistent"]  # not what TopV selects
+    far = got + np.where(np.arange(64) % 2, 0.002, -0.002).astype(np.float32)  # 17% of the largest score
+    far_kept = [int(i) for i in select_tokens(torch.from_numpy(far), keep, config)]
+    assert not kept_near_tie(ref, far, far_kept, keep, config, 0, "fp16")["explained"]
+
+
+@pytest.mark.parametrize("swap", ["boundary", "everything"])
+def test_fp16_export_follows_a_near_tie_in_the_kept_set(exports, tmp_path, monkeypatch, swap):
+    """A reference whose kept set differs from the export's. One swap at the keep boundary, with the scores' tolerance
+    widened so that it counts as a near-tie (the thresholds are tested above): the export validates, its generation
+    compared with the reference given the export's kept tokens, and validation.json says so. The reference keeping
+    the lowest-scored tokens instead: far outside any tolerance, the export fails and leaves nothing behind."""
+    import torch
+
+    from topv.errors import ExportError
+    from topv.export import checks, validate
+    from topv.export.exporter import ExportOptions, export_model
+    from topv.pruning.selection import select_tokens
+
+    real = checks.reference_greedy
+
+    def perturbed(job, inputs, steps, kept=None):
+        tokens, logits, want_kept, scores = real(job, inputs, steps, kept)
+        if kept is None:
+            config = job.options.config
+            scores = torch.from_numpy(_boundary_swap(scores, job.keep, config, 1e-9)) if swap == "boundary" else -scores
+            want_kept = [int(i) for i in select_tokens(scores, job.keep, config)]
+        return tokens, logits, want_kept, scores
+
+    monkeypatch.setattr(checks, "reference_greedy", perturbed)
+    if swap == "boundary":
+        monkeypatch.setitem(validate.RTOL, "fp16", 1.0)
+    model, out, options = exports.model_dir("fp16-6x6", SHAPE), tmp_path / "export", ExportOptions(keep=10, layer=1, dtype="fp16")
+    if swap == "everything":
+        with pytest.raises(ExportError):
+            export_model(model, out, options)
+        assert not out.exists()
+        return
+    export_model(model, out, options)
+    gen = json.loads((out / "validation.json").read_text())["generation"]
+    assert gen["ok"] and not gen["kept_indices_equal"] and gen["kept_near_tie"]["explained"]
+    assert gen["kept_near_tie"]["top_tokens_swapped"] == 1 and gen["kept_near_tie"]["selection_consistent"]
+    assert gen["tokens_equal"]  # against the reference given the export's kept tokens

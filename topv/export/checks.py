@@ -27,8 +27,9 @@ def open_exported(folder: Path, job: Any, *, quantized: bool = False) -> Any:
     return Pipeline(folder, manifest, cls.load(folder, manifest, options), job.processor)
 
 
-def reference_greedy(job: Any, inputs: dict[str, Any], steps: int) -> tuple[list[int], list[np.ndarray], list[int] | None]:
-    """The reference pipeline's greedy tokens, its logits before each of them, and its kept indices."""
+def reference_greedy(job: Any, inputs: dict[str, Any], steps: int, kept: list[int] | None = None) -> tuple[Any, ...]:
+    """The reference pipeline's greedy tokens, its logits before each of them, its kept indices and TopV scores
+    (``kept``: follow these kept indices instead of its own selection)."""
     import torch
 
     from topv.reference.pipeline import ReferencePipeline
@@ -37,14 +38,32 @@ def reference_greedy(job: Any, inputs: dict[str, Any], steps: int) -> tuple[list
     ref = ReferencePipeline(job.model, layer=job.layer, keep=job.keep, method="topv", config=job.options.config, spec=job.spec)
     stops = stop_ids(job.model.generation_config.eos_token_id if job.model.generation_config else None)
     with torch.no_grad():
-        state = ref.prefill(torch.from_numpy(inputs["input_ids"]), inputs)
+        state = ref.prefill(torch.from_numpy(inputs["input_ids"]), inputs, kept=kept)
         logits, tokens = [state.logits[0].float().cpu().numpy()], []
         for step in range(steps):
             tokens.append(int(np.argmax(logits[-1])))
             if tokens[-1] in stops or step == steps - 1:
                 break
             logits.append(ref.decode_step(state, tokens[-1], step)[0].float().cpu().numpy())
-    return tokens, logits, state.kept_indices
+    return tokens, logits, state.kept_indices, state.scores
+
+
+def exported_scores(pipe: Any, inputs: dict[str, Any], job: Any) -> np.ndarray:
+    """TopV's scores of the export's own layer-K states (the prune graph's inputs in one exported prefill)."""
+    import torch
+
+    from topv.artifact import names
+    from topv.pruning import token_importance
+    from topv.runtime.chain import GraphChain, Recorder
+
+    manifest = pipe.manifest
+    recorder = Recorder(pipe.backend)
+    chain = GraphChain(recorder, manifest.kv, manifest.shapes, manifest.pruning.enabled)
+    pixels = np.ascontiguousarray(inputs["pixel_values"], dtype=np.dtype(manifest.graphs[names.VISION].inputs[0].dtype))
+    chain.prefill(chain.new_state(), inputs["input_ids"], chain.vision(pixels))
+    feeds = recorder.first(names.PRUNE).feeds
+    source, target = (torch.from_numpy(feeds[k]).float() for k in (names.PRUNE_SOURCE, names.PRUNE_TARGET))
+    return token_importance(source, target, job.spec.grid_hw, job.options.config)[0].numpy()
 
 
 def validate_export(folder: Path, job: Any, recorder: Any) -> dict[str, Any]:
@@ -62,11 +81,17 @@ def validate_export(folder: Path, job: Any, recorder: Any) -> dict[str, Any]:
     steps = min(job.options.validate_tokens, job.shapes.max_new_tokens)
     if steps:
         inputs = job.samples[0]
-        want_tokens, want_logits, want_kept = reference_greedy(job, inputs, steps)
+        want_tokens, want_logits, want_kept, want_scores = reference_greedy(job, inputs, steps)
         got = pipe.generate(job.image, job.options.sample_prompt, max_new_tokens=steps)
+        near_tie = None
+        if want_kept is not None and got.kept_indices != want_kept and dtype != "fp32":
+            near_tie = v.kept_near_tie(want_scores, exported_scores(pipe, inputs, job), got.kept_indices, job.keep,
+                                       job.options.config, job.spec.num_extra_visual_tokens, dtype)
+            if near_tie["explained"]:  # compare what follows the selection with the reference given the same tokens
+                want_tokens, want_logits, _, _ = reference_greedy(job, inputs, steps, kept=got.kept_indices)
         forced, _ = v.teacher_forced_logits(pipe, inputs, want_tokens)
         generation, gen_lines, gen_ok = v.generation_check(got.token_ids, got.kept_indices, forced, want_tokens, want_kept,
-                                                           want_logits, dtype)
+                                                           want_logits, dtype, near_tie)
         generation["prompt"] = job.options.sample_prompt
         lines += gen_lines
         ok = ok and gen_ok

@@ -206,10 +206,12 @@ class ReferencePipeline:
 
     @torch.no_grad()
     def prefill(self, input_ids: torch.Tensor, inputs: dict[str, Any], *,
-                image_features: torch.Tensor | None = None) -> PrefillResult:
+                image_features: torch.Tensor | None = None, kept: list[int] | None = None) -> PrefillResult:
         """Run the prompt through the model, pruning at layer K; returns the last token's logits.
 
         ``inputs`` are the processor's outputs (the vision tower runs on them unless ``image_features`` are given).
+        ``kept`` replaces the selection (indices within the visual tokens, as ``kept_indices``; the scores are still
+        computed): the export's check uses it to follow an export whose kept set differs at a near-tie.
         """
         input_ids = torch.as_tensor(input_ids)
         if input_ids.dim() != 2 or input_ids.shape[0] != 1:
@@ -234,6 +236,8 @@ class ReferencePipeline:
         t0 = self._now()
         if prune:
             kept_visual, scores = self.select(captured, offset, positions, spec)
+            if kept is not None:
+                kept_visual = sorted(int(i) for i in kept)
             keep_pos = list(range(offset)) + [offset + i for i in kept_visual] + list(range(offset + spec.num_visual_tokens, seq))
             index = torch.tensor(keep_pos, device=self.device)
             hidden, positions_kept = hidden[:, index], positions[..., index]
