@@ -54,6 +54,18 @@ def max_rss_bytes() -> int | None:
         return None
 
 
+def release_device_memory(on_cuda: bool) -> None:
+    """Collect what was just dropped and, on CUDA, return torch's cached blocks to the driver: device memory is read
+    with ``cudaMemGetInfo``, which counts torch's cache, so the next measurement would include this one's."""
+    import gc
+
+    gc.collect()
+    if on_cuda:
+        import torch
+
+        torch.cuda.empty_cache()
+
+
 def device_used_probe(index: int = 0) -> tuple[Callable[[], int] | None, str]:
     """A function returning device ``index``'s used bytes, and how it measures; ``(None, why)`` without one."""
     try:

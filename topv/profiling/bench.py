@@ -9,7 +9,6 @@ process, so ratios compare like with like.
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from topv.errors import ConfigError, InputError
+from topv.memory import release_device_memory
 from topv.profiling.harness import measure
 
 log = logging.getLogger("topv.bench")
@@ -122,16 +122,6 @@ def _model_for_shape(shape: str, work_dir: Path, seed: int, dtype: str = "fp32")
 # ---------------------------------------------------------------------- environment
 def _on_gpu(device: str | None) -> bool:
     return bool(device) and str(device).startswith("cuda")
-
-
-def _release(device: str | None) -> None:
-    """Collect what the last run held and, on a GPU, return torch's cached blocks: device memory is read with
-    ``cudaMemGetInfo``, which counts torch's cache, so the next run's peak would include this one's."""
-    gc.collect()
-    if _on_gpu(device):
-        import torch
-
-        torch.cuda.empty_cache()
 
 
 def _device_index(device: str | None) -> int:
@@ -371,7 +361,7 @@ def _measure_one(folder: Path, spec: str, inputs: BenchInputs, options: BenchOpt
         run["process_peak_rss_bytes"] = peak_rss_since_exec()  # this process held only this backend
     pipe.backend.close()
     del pipe, runner
-    _release(options.device)
+    release_device_memory(_on_gpu(options.device))
     return run
 
 
@@ -403,7 +393,7 @@ def _hf_baselines(source: Path, processor: Any, image: Any, prompt: str, options
                          "peak_host_rss_bytes": m.peak_host_rss_bytes, "peak_gpu_bytes": m.peak_gpu_bytes,
                          "warmup_s": m.warmup_seconds}, options)
     del model
-    _release(options.device)
+    release_device_memory(_on_gpu(options.device))
 
 
 def _p50(run: dict[str, Any], stage: str) -> float | None:

@@ -101,11 +101,9 @@ class OrtCudaBackend(TorchArrays, Backend):
     def close(self) -> None:
         """Drop the sessions (ONNX Runtime frees their device arenas) and return torch's cached blocks."""
         self.sessions.clear()
-        if self.device.type == "cuda":
-            import gc
+        from topv.memory import release_device_memory
 
-            gc.collect()
-            self.torch.cuda.empty_cache()
+        release_device_memory(self.device.type == "cuda")
 
     def _check(self) -> "OrtCudaBackend":
         for g, info in self.manifest.graphs.items():

@@ -65,8 +65,6 @@ class TorchBackend(TorchArrays, Backend):
     def close(self) -> None:
         """Drop the model's modules and return torch's cached device blocks (the next backend's memory peak is its own)."""
         self.modules.clear()
-        if self.device.type == "cuda":
-            import gc
+        from topv.memory import release_device_memory
 
-            gc.collect()
-            self.torch.cuda.empty_cache()
+        release_device_memory(self.device.type == "cuda")
