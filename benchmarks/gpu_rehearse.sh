@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
-# Rehearses the GPU run on this CPU with the GPU machine's library versions (../shared/gpu/README.md: torch 2.11
-# CUDA 13 build, transformers 5.17, onnx 1.23.1, onnxscript 0.7.2; Python 3.11 here, 3.12 there), in their own venv
-# under artifacts/gpu-rehearsal, without topv installed (the GPU machine runs it from the repository root).
-# The wheels carried to the GPU machine (onnxruntime-gpu 1.31.1, polygraphy, Pillow; here their cp311 builds) go
-# the same way as there: parts of 60 MiB, joined and installed by benchmarks/gpu.sh into a --target folder.
-# Then the dry run in fp32 and fp16 (onnxruntime-gpu's CPU provider; no GPU here). It found that transformers'
-# image processors need Pillow and plots matplotlib, neither listed on the GPU machine, and that onnxruntime-gpu
-# must be preloaded after torch. Downloads about 3.3 GB once, so it is not part of CI; run it after changing
-# what the GPU run touches, before a session with a GPU.
+# Rehearses the GPU run on this CPU with the GPU machine's library versions (../shared/gpu/README.md and
+# /work/.library/device/KINDS.md: torch 2.11 CUDA 13 build, transformers 5.17, onnx 1.23.1, onnxscript 0.7.2,
+# onnxruntime 1.30, Pillow, matplotlib; Python 3.11 here, 3.12 there), in their own venv under
+# artifacts/gpu-rehearsal, without topv installed (the GPU machine runs it from the repository root). The wheel
+# carried to the GPU machine (onnxruntime-gpu 1.31.1; here its cp311 build) goes the same way as there: parts,
+# joined and installed by benchmarks/gpu.sh into a --target folder. Then the dry run in fp32 and fp16
+# (onnxruntime-gpu's CPU provider; no GPU here). It found that onnxruntime-gpu must be preloaded after torch (docs/gpu.md).
+# Downloads about 3.3 GB once, so it is not part of CI; run it after changing what the GPU run touches.
 #   bash benchmarks/gpu_rehearse.sh            # results in artifacts/gpu-rehearsal/out-fp32, out-fp16
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,13 +14,14 @@ root=$(pwd)/artifacts/gpu-rehearsal
 venv=$root/venv
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q torch==2.11.0 transformers==5.17.0 onnx==1.23.1 onnxscript==0.7.2 onnxruntime==1.30.0 numpy
+  "$venv/bin/pip" install -q torch==2.11.0 transformers==5.17.0 onnx==1.23.1 onnxscript==0.7.2 onnxruntime==1.30.0 numpy \
+    pillow matplotlib
 fi
 if [ ! -d "$root/gw" ]; then  # the carried wheels, as prepare-gpu-wheels.sh packs them
   dl=$(mktemp -d)
-  "$venv/bin/pip" download -q --no-deps -d "$dl" onnxruntime-gpu==1.31.1 polygraphy==0.53.6 pillow==13.0.0
+  "$venv/bin/pip" download -q --no-deps -d "$dl" onnxruntime-gpu==1.31.1
   mkdir -p "$root/gw.tmp"
-  (cd "$dl" && tar cf - ./*.whl) | split -b 60M -d -a 2 - "$root/gw.tmp/p."
+  (cd "$dl" && tar cf - ./*.whl) | split -b "$(python3 benchmarks/gpu_parts.py --part-bytes)" -d -a 2 - "$root/gw.tmp/p."
   n=0
   for p in $(ls "$root"/gw.tmp/p.* | sort); do n=$((n + 1)); mv "$p" "$root/gw.tmp/part.$n"; done
   rm -rf "$dl" && mv "$root/gw.tmp" "$root/gw"

@@ -17,9 +17,10 @@ what is missing). Then:
 4. ``topv-bench`` on the edge shape at keep all (its own export), ratios computed with tier 2's runs.
 5. keep all and 64 on ``llava-1.5-7b`` shapes with both baselines, if the clock allows (``--deadline``).
 A short table of every tier's result is printed last. ``--dry-run`` uses the tiny shape everywhere and drops
-the CUDA-only baselines, so the script cannot rot between GPU sessions. Bench tiers save
-``<tier>.partial.json`` after every measured run, so a command cut short keeps the runs it finished; the large
-traces stay in ``--work``, only summaries go to OUT.
+the CUDA-only baselines, so the script cannot rot between GPU sessions. Everything goes to one file,
+``OUT/gpu-results.json`` (a device call brings back at most 8 files), rewritten after every tier and, in the bench
+tiers, after every measured run, so a command cut short keeps what it finished; the large traces stay in
+``--work``; the profile's plot is ``OUT/profile-<shape>.png``.
 """
 
 from __future__ import annotations
@@ -91,6 +92,30 @@ def preflight(args: argparse.Namespace) -> list[str]:
 
 
 EXPORTS: dict = {}  # shape -> (export folder, bench inputs) of tier 1, reused by the profile and the CUDA-graph tier
+RESULTS_FILE = "gpu-results.json"  # one file: a device call brings back at most 8 files from OUT
+
+
+class Results:
+    """Every tier's result (or error, or partial runs) in one JSON file under OUT, rewritten atomically on each change."""
+
+    def __init__(self, out: Path, args: argparse.Namespace) -> None:
+        from topv.versions import library_versions
+
+        self.path = out / RESULTS_FILE
+        self.data = {"args": vars(args), "versions": library_versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                     "tiers": {}, "summary": []}
+
+    def set(self, tier: str, value: dict) -> None:
+        self.data["tiers"][tier] = value
+        self.save()
+
+    def get(self, tier: str) -> dict | None:
+        return self.data["tiers"].get(tier)
+
+    def save(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=2, default=str) + "\n")
+        tmp.replace(self.path)
 
 
 def _generate(folder: Path, backend: str, device: str | None, inputs, graph: bool | None, repeats: int = 1) -> dict:
@@ -164,11 +189,8 @@ def profile(shape: str, args: argparse.Namespace, out: Path) -> dict:
     work = Path(args.work) / "profiles" / f"{shape}-{time.strftime('%H%M%S')}"
     summary = profile_export(folder, "ort-cuda", work, inputs.image, inputs.prompt, new_tokens=8,
                              device="cpu" if args.dry_run else args.device)
-    dest = out / f"profile-{shape}"
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in ("profile.json", "profile.png"):
-        if (work / name).is_file():  # no png without matplotlib (not on the GPU machine); plot from the JSON here
-            shutil.copyfile(work / name, dest / name)
+    if (work / "profile.png").is_file():  # none without matplotlib; then plot it from the JSON afterwards
+        shutil.copyfile(work / "profile.png", out / f"profile-{shape}.png")
     return {"shape": shape, "profile": summary}
 
 
@@ -189,18 +211,20 @@ def cuda_graph(args: argparse.Namespace) -> dict:
     return {"cuda_graph": out}
 
 
-def bench(shape: str, args: argparse.Namespace, partial: Path, keeps: list, baselines: bool, earlier: Path | None = None) -> dict:
-    """``topv-bench`` on ``shape`` at ``keeps``; with ``earlier`` (another tier's JSON of the same shape), the ratios
-    are computed over both tiers' runs (keep all against keep 64 and the transformers baselines)."""
+def bench(shape: str, args: argparse.Namespace, results: Results, tier: str, keeps: list, baselines: bool,
+          earlier: str | None = None) -> dict:
+    """``topv-bench`` on ``shape`` at ``keeps``, its finished runs saved as the tier's partial result after each one;
+    with ``earlier`` (another tier of the same shape), the ratios are computed over both tiers' runs."""
     from topv.profiling.bench import ratios, run_bench
 
     options = _options(shape, args, keeps)
     if not baselines:
         options.baselines = []
-    options.on_run = lambda runs: partial.write_text(json.dumps({"partial": True, "runs": runs}, indent=2, default=str))
+    options.on_run = lambda runs: results.set(tier, {"partial": True, "runs": runs})
     result = run_bench(None, options)
-    if earlier is not None and earlier.is_file():
-        result["ratios_with_earlier_tier"] = ratios(json.loads(earlier.read_text())["runs"] + result["runs"])
+    before = results.get(earlier) if earlier else None
+    if before and "runs" in before:
+        result["ratios_with_earlier_tier"] = ratios(before["runs"] + result["runs"])
     return result
 
 
@@ -214,36 +238,37 @@ def main(argv: list[str] | None = None) -> int:
         (out / "preflight.txt").write_text("\n".join(problems) + "\n")
         print("preflight failed, nothing run:\n  " + "\n  ".join(problems), flush=True)
         return 2
+    results = Results(out, args)
     edge, small = ("tiny", 4) if args.dry_run else ("llava-edge-1b", 64)
     tiers = [("1-correctness-tiny", lambda: correctness("tiny", 4, args))]
     if not args.dry_run:
         tiers += [("1-correctness-edge", lambda: correctness("llava-edge-1b", 64, args))]
     tiers += [(f"1-profile-{edge}", lambda: profile(edge, args, out)),
-              (f"2-bench-{edge}", lambda: bench(edge, args, out / f"2-bench-{edge}.partial.json", [small], True)),
+              (f"2-bench-{edge}", lambda: bench(edge, args, results, f"2-bench-{edge}", [small], True)),
               ("3-cuda-graph", lambda: cuda_graph(args)),
-              (f"4-bench-{edge}-keepall", lambda: bench(edge, args, out / f"4-bench-{edge}-keepall.partial.json", [None],
-                                                       False, out / f"2-bench-{edge}.json"))]
+              (f"4-bench-{edge}-keepall", lambda: bench(edge, args, results, f"4-bench-{edge}-keepall", [None], False,
+                                                       f"2-bench-{edge}"))]
     if not args.dry_run:
-        tiers += [("5-bench-7b", lambda: bench("llava-1.5-7b", args, out / "5-bench-7b.partial.json", [None, 64], True))]
-    summary = []
+        tiers += [("5-bench-7b", lambda: bench("llava-1.5-7b", args, results, "5-bench-7b", [None, 64], True))]
+    summary = results.data["summary"]
     for name, run in tiers:
         if time.perf_counter() - start > args.deadline:
             summary.append(f"{name}: skipped (deadline {args.deadline:.0f} s reached)")
+            results.set(name, {"skipped": f"deadline {args.deadline:.0f} s reached"})
             continue
         t0 = time.perf_counter()
         try:
             result = run()
             result["seconds"] = time.perf_counter() - t0
-            (out / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-            (out / f"{name}.partial.json").unlink(missing_ok=True)
             summary.append(_line(name, result))
+            results.set(name, result)
         except Exception as exc:  # noqa: BLE001 - a failed tier is recorded and the next one still runs
-            (out / f"{name}.error.txt").write_text(traceback.format_exc())
             summary.append(f"{name}: FAILED after {time.perf_counter() - t0:.0f} s: {type(exc).__name__}: {exc}"[:300])
+            results.set(name, {**(results.get(name) or {}), "error": f"{type(exc).__name__}: {exc}",
+                               "traceback": traceback.format_exc()})
         print(summary[-1], flush=True)
     print("\n=== GPU run summary ===\n" + "\n".join(summary))
     return 0 if all("FAILED" not in s for s in summary) else 1
-
 
 def _pairs(agreement: dict) -> str:
     return "; ".join(f"{k}: {'=' if v['equal'] else 'differs at ' + str(v['first_difference'])}"
