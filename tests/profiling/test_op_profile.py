@@ -99,3 +99,14 @@ def test_bench_writes_one_profile_per_onnx_runtime_run(tmp_path, capsys):
     assert (tmp_path / "prof" / "ort-cpu-keep-4" / "profile.json").is_file()
     assert profiles["ort-cpu keep=4"]["graphs"]["decode_step"]["runs"] == 2
     assert "op profile ort-cpu keep=4" in capsys.readouterr().out
+
+
+def test_a_device_profiler_that_cannot_start_costs_the_request_nothing(tmp_path):
+    """On CUDA the last request also runs under torch's profiler; where it cannot start (here: no CUDA), the request
+    still runs once and returns its result, and the reason is recorded instead of the kernel list."""
+    from topv.profiling.op_profile import _with_device_kernels
+
+    calls = []
+    result, kernels = _with_device_kernels(lambda: calls.append(1) or "answer", tmp_path)
+    assert result == "answer" and calls == [1]
+    assert "error" in kernels or kernels["kernels"] == 0

@@ -158,19 +158,19 @@ def _with_device_kernels(fn: Any, out_dir: Path) -> tuple[Any, dict[str, Any]]:
     import torch
 
     try:
-        prof_ctx = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA])
-        prof_ctx.__enter__()
+        prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA])
+        prof.start()
     except Exception as exc:  # noqa: BLE001 - a profiler that cannot start must not cost the request
         return fn(), {"error": f"{type(exc).__name__}: {exc}"}
     try:
         result = fn()
         torch.cuda.synchronize()
     finally:
-        prof_ctx.__exit__(None, None, None)
+        prof.stop()
     try:
-        prof_ctx.export_chrome_trace(str(out_dir / "device_kernels.trace.json"))
+        prof.export_chrome_trace(str(out_dir / "device_kernels.trace.json"))
         rows = []
-        for e in prof_ctx.key_averages():
+        for e in prof.key_averages():
             us = getattr(e, "self_device_time_total", None)
             us = getattr(e, "self_cuda_time_total", 0) if us is None else us
             if us:
