@@ -9,16 +9,18 @@
 #   CPU dry run (in the test suite): bash benchmarks/gpu.sh --device cpu --dry-run [--dtype fp16]
 #   the same with the GPU machine's library versions: bash benchmarks/gpu_rehearse.sh
 set -euo pipefail
-out=${OUT:-gpu-results}
+out=${OUT:-artifacts/gpu-results}  # (ignored by git: the device tool sets OUT)
 mkdir -p "$out"
 gw=${TOPV_GPU_WHEELS:-/tmp/gw} site=${TOPV_GPU_SITE:-/tmp/site}  # (the rehearsal points them elsewhere)
 if [ -d "$gw" ] && [ ! -d "$site/onnxruntime" ]; then
   (cd "$gw" && cat $(ls part.* | sort -t. -k2 -n) | tar xf - && \
-   ${PYTHON:-python3} -m pip install -q --no-index --no-deps --no-compile --target "$site" ./*.whl)
+   ${PYTHON:-python3} -m pip install -q --no-index --no-deps --no-compile --target "$site" ./*.whl) \
+    || echo "installing the carried wheels failed; the preflight below says what is missing"
 fi
 export PYTHONPATH=$site:$(pwd):${PYTHONPATH:-} PATH=$site/bin:$PATH PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
-$py -c "import torch, onnxruntime as o; getattr(o, 'preload_dlls', lambda: None)(); print('onnxruntime', o.__version__, o.get_available_providers())"
+$py -c "import torch, onnxruntime as o; getattr(o, 'preload_dlls', lambda: None)(); print('onnxruntime', o.__version__, o.get_available_providers())" \
+  || true  # the preflight of gpu_run.py reports what is missing, with exit 2
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
 set -o pipefail  # the whole log comes back as $OUT/log.txt (a reply shows only its last 12,000 characters)
 $py benchmarks/gpu_run.py --out "$out" "$@" 2>&1 | grep --line-buffered -v "Loading weights\|Writing model shards" | tee "$out/log.txt"

@@ -92,6 +92,7 @@ def preflight(args: argparse.Namespace) -> list[str]:
 
 
 EXPORTS: dict = {}  # shape -> (export folder, bench inputs) of tier 1, reused by the profile and the CUDA-graph tier
+TRIED: set = set()  # shapes tier 1 tried to export (a failed one is not exported again by a later tier)
 RESULTS_FILE = "gpu-results.json"  # one file: a device call brings back at most 8 files from OUT
 
 
@@ -152,6 +153,7 @@ def correctness(shape: str, keep: int, args: argparse.Namespace) -> dict:
     from topv.profiling.bench import _export_for, prepare
 
     options = _options(shape, args, [keep])
+    TRIED.add(shape)
     t0 = time.perf_counter()
     inputs = prepare(None, options)
     built = time.perf_counter() - t0
@@ -174,13 +176,13 @@ def correctness(shape: str, keep: int, args: argparse.Namespace) -> dict:
 
 def _tier1(shape: str) -> tuple:
     if shape not in EXPORTS:
-        raise RuntimeError(f"tier 1 has no export of {shape} (its correctness tier failed: see its error file)")
+        raise RuntimeError(f"tier 1 has no export of {shape} (its correctness tier failed: see its error in gpu-results.json)")
     return EXPORTS[shape]
 
 
 def profile(shape: str, args: argparse.Namespace, out: Path) -> dict:
     """The operator profile of tier 1's export of ``shape`` on ``ort-cuda`` (no CUDA graph: nodes are traced one
-    by one); the traces stay under ``--work``, ``profile.json`` and ``profile.png`` are copied to OUT."""
+    by one); the traces stay under ``--work``, the summary goes into the results, the plot to OUT."""
     import shutil
 
     from topv.profiling.op_profile import profile_export
@@ -217,6 +219,8 @@ def bench(shape: str, args: argparse.Namespace, results: Results, tier: str, kee
     with ``earlier`` (another tier of the same shape), the ratios are computed over both tiers' runs."""
     from topv.profiling.bench import ratios, run_bench
 
+    if shape in TRIED and shape not in EXPORTS:  # its export failed its checks in tier 1: it would fail again, slowly
+        raise RuntimeError(f"tier 1's export of {shape} failed (see its error in gpu-results.json); not exporting it again")
     options = _options(shape, args, keeps)
     if not baselines:
         options.baselines = []

@@ -4,7 +4,8 @@
 # (/work/.library/device/README.md), and this repository's tree alone is ~24 MiB (the bundled models), so the
 # 60 MiB parts of ../shared/gpu/prepare-gpu-wheels.sh cannot travel. Parts go to .gpuwheels/1/part .. N/part
 # (ignored through .git/info/exclude); docs/gpu.md says how the calls carry them. Pillow, matplotlib and psutil
-# are already on the GPU machine (KINDS.md, read 2026-11-17); the run's preflight checks them.
+# are already on the GPU machine (KINDS.md, read 2026-11-17); the run's preflight checks Pillow (the image
+# processors need it), a profile without matplotlib has no plot, and memory falls back to /proc without psutil.
 #   bash benchmarks/gpu_wheels.sh                 # prints the plan: N calls, part size
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"

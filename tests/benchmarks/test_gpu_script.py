@@ -54,7 +54,7 @@ def test_gpu_script_preflight_names_what_is_missing(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "PIL" in (tmp_path / "out" / "preflight.txt").read_text()
-    assert not list((tmp_path / "out").glob("1-*"))
+    assert not (tmp_path / "out" / "gpu-results.json").exists()  # no tier ran
 
 
 def _gpu_run_module():
@@ -79,6 +79,10 @@ def test_a_backend_that_raises_is_recorded_and_the_others_still_run(tmp_path, mo
     args = mod._parser().parse_args(["--out", str(tmp_path / "o"), "--device", "cpu", "--dry-run", "--work", str(tmp_path / "w")])
     with pytest.raises(RuntimeError, match="tier 1 has no export of tiny"):
         mod.profile("tiny", args, tmp_path / "o")  # a later tier names the missing export instead of a KeyError
+    mod.TRIED.add("tiny")  # as if tier 1's export had failed: the bench tier refuses at once instead of exporting again
+    with pytest.raises(RuntimeError, match="not exporting it again"):
+        mod.bench("tiny", args, None, "2-bench-tiny", [4], True)
+    mod.TRIED.clear()
     result = mod.correctness("tiny", 4, args)
     assert "illegal memory access" in result["runs"]["torch"]["error"]
     assert set(result["agreement"]) == {"ort-cuda vs ort-cpu"} and result["agreement"]["ort-cuda vs ort-cpu"]["equal"]

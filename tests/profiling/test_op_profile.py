@@ -110,3 +110,23 @@ def test_a_device_profiler_that_cannot_start_costs_the_request_nothing(tmp_path)
     result, kernels = _with_device_kernels(lambda: calls.append(1) or "answer", tmp_path)
     assert result == "answer" and calls == [1]
     assert "error" in kernels or kernels["kernels"] == 0
+
+
+def test_bench_profiles_of_float_and_int8_exports_are_kept_apart(tmp_path, monkeypatch):
+    """With --quantize none,int8 each export gets its own profile (and int8 graphs only on ort-cpu, as measured)."""
+    from topv.profiling import bench, op_profile
+
+    calls = []
+
+    def fake(folder, spec, out_dir, *args, **kwargs):
+        calls.append((spec, str(out_dir)))
+        return {"wall_ms": 1.0, "fallback_nodes": 0, "memcpy_nodes_per_request": 0.0, "graphs": {}}
+
+    monkeypatch.setattr(op_profile, "profile_export", fake)
+    monkeypatch.setattr(bench, "_measure_export", lambda *a, **k: None)
+    options = bench.BenchOptions(backends=["ort-cpu", "ort-cuda"], keeps=[4], quantize=[None, "int8"], new_tokens=3, repeats=1,
+                                 warmup=0, threads=1, device="cpu", work_dir=tmp_path / "work", model_shape="tiny",
+                                 op_profile=tmp_path / "prof")
+    result = bench.run_bench(None, options)
+    assert sorted(result["op_profiles"]) == ["ort-cpu int8 keep=4", "ort-cpu keep=4", "ort-cuda keep=4"]
+    assert len({folder for _, folder in calls}) == 3

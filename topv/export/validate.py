@@ -77,21 +77,44 @@ def check_graphs(backend: Any, calls: list[Call], dtype: str) -> list[OutputChec
     return checks
 
 
-def check_against_reference(reference: Any, calls: list[Call], inputs: dict[str, Any], dtype: str) -> list[OutputCheck]:
-    """The graph modules' chain (``calls`` of one prompt) against the reference pipeline on the same prompt."""
+def check_against_reference(reference: Any, calls: list[Call], inputs: dict[str, Any],
+                            dtype: str) -> tuple[list[OutputCheck], dict[str, Any] | None]:
+    """The graph modules' chain (``calls`` of one prompt) against the reference pipeline on the same prompt.
+
+    Below float32 a kept set that differs at a near-tie (:func:`kept_near_tie`, on the scores of the modules' own
+    layer-K states) is followed: the reference is rerun with the modules' kept tokens and the report returned."""
     import torch
 
     first = {c.graph: c for c in reversed(calls)}
-    state = reference.prefill(torch.from_numpy(inputs["input_ids"]), inputs)
+    ids = torch.from_numpy(inputs["input_ids"])
+    state = reference.prefill(ids, inputs)
     seq = int(inputs["input_ids"].shape[1])
-    checks = [compare("reference", "prefill_logits", seq, first[n.PREFILL_TAIL].outputs[n.LOGITS], state.logits.float().cpu().numpy(), dtype)]
+    near_tie, kept_checks = None, []
     if n.PRUNE in first:
-        kept = np.asarray(state.kept_indices, dtype=np.int64)
-        checks.append(compare("reference", "kept_indices", seq, first[n.PRUNE].outputs[n.KEPT_INDICES][0], kept, dtype))
+        got = [int(i) for i in first[n.PRUNE].outputs[n.KEPT_INDICES][0]]
+        if dtype != "fp32" and state.kept_indices is not None and got != list(state.kept_indices):
+            scores = prune_scores(first[n.PRUNE], reference.spec.grid_hw, reference.config)
+            near_tie = kept_near_tie(state.scores, scores, got, reference.keep,
+                                     reference.config, reference.spec.num_extra_visual_tokens, dtype)
+            if near_tie["explained"]:
+                state = reference.prefill(ids, inputs, kept=got)
+        kept_checks = [compare("reference", "kept_indices", seq, np.asarray(got, np.int64),
+                               np.asarray(state.kept_indices, dtype=np.int64), dtype)]
+    checks = [compare("reference", "prefill_logits", seq, first[n.PREFILL_TAIL].outputs[n.LOGITS], state.logits.float().cpu().numpy(), dtype)]
     decode = first[n.DECODE_STEP]
     logits = reference.decode_step(state, int(decode.feeds[n.INPUT_IDS][0, 0]), 0)
-    checks.append(compare("reference", "decode_logits", seq, decode.outputs[n.LOGITS], logits.float().cpu().numpy(), dtype))
-    return checks
+    checks += kept_checks + [compare("reference", "decode_logits", seq, decode.outputs[n.LOGITS], logits.float().cpu().numpy(), dtype)]
+    return checks, near_tie
+
+
+def prune_scores(call: Call, grid_hw: tuple[int, int], config: Any) -> np.ndarray:
+    """TopV's scores of the layer-K states a prune call was fed."""
+    import torch
+
+    from topv.pruning import token_importance
+
+    source, target = (torch.from_numpy(call.feeds[k]).float() for k in (n.PRUNE_SOURCE, n.PRUNE_TARGET))
+    return token_importance(source, target, grid_hw, config)[0].numpy()
 
 
 def teacher_forced_logits(pipe: Any, inputs: dict[str, np.ndarray], tokens: list[int]) -> tuple[list[np.ndarray], list[int] | None]:

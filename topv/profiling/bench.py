@@ -235,11 +235,13 @@ def _op_profiles(exports: list[Path], inputs: BenchInputs, options: BenchOptions
 
     out: dict[str, Any] = {}
     for folder in exports:
-        keep = read_manifest(folder).pruning.keep
+        manifest = read_manifest(folder)
+        keep, weights = manifest.pruning.keep, (manifest.quantization or {}).get("weights")
         for spec in options.backends:
-            if backend_spec(spec)[0] not in PROVIDERS:
+            name = backend_spec(spec)[0]
+            if name not in PROVIDERS or (weights and name != "ort-cpu"):  # int8 graphs: ONNX Runtime's CPU provider
                 continue
-            label = f"{spec} keep={keep if keep is not None else 'all'}"
+            label = f"{spec}{' ' + weights if weights else ''} keep={keep if keep is not None else 'all'}"
             log.info("profiling %s (one request, ONNX Runtime's per-node trace)", label)
             folder_name = label.replace(":", "-").replace(" ", "-").replace("=", "-")
             summary = profile_export(folder, spec, Path(options.op_profile) / folder_name, inputs.image, inputs.prompt,
