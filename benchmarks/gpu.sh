@@ -13,6 +13,10 @@ out=${OUT:-artifacts/gpu-results}  # (ignored by git: the device tool sets OUT)
 mkdir -p "$out"
 gw=${TOPV_GPU_WHEELS:-/tmp/gw} site=${TOPV_GPU_SITE:-/tmp/site}  # (the rehearsal points them elsewhere)
 if [ -d "$gw" ] && [ ! -d "$site/onnxruntime" ]; then
+  n=$(ls "$gw" | sed -n 's/^part\.\([0-9]*\)$/\1/p' | sort -n | tail -1); n=${n:-0}
+  for k in $(seq 1 "$n"); do  # a machine that went cold between the calls lost the parts before it
+    [ -f "$gw/part.$k" ] || { echo "wheel part $k of $n is missing in $gw: the machine was given back between calls; send them all again" >&2; exit 2; }
+  done
   (cd "$gw" && cat $(ls part.* | sort -t. -k2 -n) | tar xf - && \
    ${PYTHON:-python3} -m pip install -q --no-index --no-deps --no-compile --target "$site" ./*.whl) \
     || echo "installing the carried wheels failed; the preflight below says what is missing"

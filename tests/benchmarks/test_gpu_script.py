@@ -104,3 +104,15 @@ def test_the_working_tree_leaves_room_for_the_wheel_parts():
     assert part + gpu_parts.tree_bytes() <= gpu_parts.CALL_LIMIT
     plan = gpu_parts.plan(7)
     assert "call 7: carry ['.gpuwheels/7']" in plan and plan.rstrip().endswith("bash benchmarks/gpu.sh")
+
+
+def test_a_missing_wheel_part_stops_the_run_at_once(tmp_path):
+    """Parts reach the GPU machine one call each; if it went cold between calls, the earlier ones are gone."""
+    (tmp_path / "gw").mkdir()
+    (tmp_path / "gw" / "part.2").write_bytes(b"second half")
+    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "out"), "TOPV_GPU_WHEELS": str(tmp_path / "gw"),
+           "TOPV_GPU_SITE": str(tmp_path / "site")}
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu.sh"), "--device", "cpu", "--dry-run"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "wheel part 1 of 2 is missing" in proc.stderr
+    assert not (tmp_path / "site").exists()

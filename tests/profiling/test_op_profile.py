@@ -101,6 +101,7 @@ def test_bench_writes_one_profile_per_onnx_runtime_run(tmp_path, capsys):
     assert "op profile ort-cpu keep=4" in capsys.readouterr().out
 
 
+@pytest.mark.filterwarnings("ignore:CUDA is not available")
 def test_a_device_profiler_that_cannot_start_costs_the_request_nothing(tmp_path):
     """On CUDA the last request also runs under torch's profiler; where it cannot start (here: no CUDA), the request
     still runs once and returns its result, and the reason is recorded instead of the kernel list."""
