@@ -64,7 +64,7 @@ def test_every_graph_matches_onnx_runtime(folder, ort_pipe, scene_image):
     identical, float outputs within float32 rounding of different kernels (measured: ~4e-7 of the largest value)."""
     recorder = Recorder(ort_pipe.backend)
     manifest = ort_pipe.manifest
-    chain = GraphChain(recorder, manifest.kv, manifest.shapes, manifest.pruning.enabled)
+    chain = GraphChain.for_manifest(recorder, manifest)
     inputs = ort_pipe.prepare_inputs(scene_image, PROMPTS[0])
     state = chain.new_state()
     out = chain.prefill(state, inputs["input_ids"], chain.vision(inputs["pixel_values"]))

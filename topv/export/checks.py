@@ -48,19 +48,6 @@ def reference_greedy(job: Any, inputs: dict[str, Any], steps: int, kept: list[in
     return tokens, logits, state.kept_indices, state.scores
 
 
-def exported_scores(pipe: Any, inputs: dict[str, Any], job: Any) -> np.ndarray:
-    """TopV's scores of the export's own layer-K states (the prune graph's inputs in one exported prefill)."""
-    from topv.artifact import names
-    from topv.runtime.chain import GraphChain, Recorder
-
-    manifest = pipe.manifest
-    recorder = Recorder(pipe.backend)
-    chain = GraphChain(recorder, manifest.kv, manifest.shapes, manifest.pruning.enabled)
-    pixels = np.ascontiguousarray(inputs["pixel_values"], dtype=np.dtype(manifest.graphs[names.VISION].inputs[0].dtype))
-    chain.prefill(chain.new_state(), inputs["input_ids"], chain.vision(pixels))
-    return v.prune_scores(recorder.first(names.PRUNE), job.spec.grid_hw, job.options.config)
-
-
 def validate_export(folder: Path, job: Any, recorder: Any) -> dict[str, Any]:
     """Graphs vs modules, modules vs reference, generation vs reference; writes ``validation.json``."""
     from topv.reference.pipeline import ReferencePipeline
@@ -72,10 +59,7 @@ def validate_export(folder: Path, job: Any, recorder: Any) -> dict[str, Any]:
     ref_checks, ref_tie = v.check_against_reference(reference, recorder.calls, job.samples[0], dtype)
     lines = v.graph_lines(checks + ref_checks) + [c.line() for c in checks + ref_checks if not c.ok]
     if ref_tie:
-        lines.append(f"  [{'info' if ref_tie['explained'] else 'FAIL'}] reference: the modules' kept set differs from the "
-                     f"reference's by {ref_tie['top_tokens_swapped']} top-scored token(s) at the keep boundary; scores "
-                     f"{ref_tie['score_perturbation']:.3g} apart (tolerance {ref_tie['score_tolerance']:.3g})"
-                     + ("; compared with the reference given the modules' kept tokens" if ref_tie["explained"] else ""))
+        lines.append(v.near_tie_line(ref_tie, "graph modules"))
     ok = all(c.ok for c in checks + ref_checks)
     generation: dict[str, Any] = {"skipped": True}
     steps = min(job.options.validate_tokens, job.shapes.max_new_tokens)
@@ -85,7 +69,8 @@ def validate_export(folder: Path, job: Any, recorder: Any) -> dict[str, Any]:
         got = pipe.generate(job.image, job.options.sample_prompt, max_new_tokens=steps)
         near_tie = None
         if want_kept is not None and got.kept_indices != want_kept and dtype != "fp32":
-            near_tie = v.kept_near_tie(want_scores, exported_scores(pipe, inputs, job), got.kept_indices, job.keep,
+            near_tie = v.kept_near_tie(want_scores, v.exported_scores(pipe, inputs, job.spec.grid_hw, job.options.config),
+                                       got.kept_indices, job.keep,
                                        job.options.config, job.spec.num_extra_visual_tokens, dtype)
             if near_tie["explained"]:  # compare what follows the selection with the reference given the same tokens
                 want_tokens, want_logits, _, _ = reference_greedy(job, inputs, steps, kept=got.kept_indices)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from topv.artifact import names as n
-from topv.runtime.chain import Call
+from topv.runtime.chain import Call, GraphChain, Recorder
 
 RTOL = {"fp32": 1e-3, "fp16": 3e-2}
 ATOL = {"fp32": 1e-5, "fp16": 1e-3}
@@ -117,12 +117,24 @@ def prune_scores(call: Call, grid_hw: tuple[int, int], config: Any) -> np.ndarra
     return token_importance(source, target, grid_hw, config)[0].numpy()
 
 
+def exported_scores(pipe: Any, inputs: dict[str, np.ndarray], grid_hw: tuple[int, int], config: Any) -> np.ndarray:
+    """TopV's scores of the export's own layer-K states (the prune graph's inputs in one exported prefill)."""
+    recorder = Recorder(pipe.backend)
+    _prefill(GraphChain.for_manifest(recorder, pipe.manifest), pipe.manifest, inputs)
+    return prune_scores(recorder.first(n.PRUNE), grid_hw, config)
+
+
+def _prefill(chain: GraphChain, manifest: Any, inputs: dict[str, np.ndarray]) -> tuple[Any, Any]:
+    """One prefill of the processor's ``inputs`` through ``chain`` on a fresh state: ``(state, output)``."""
+    state = chain.new_state()
+    pixels = np.ascontiguousarray(inputs["pixel_values"], dtype=np.dtype(manifest.graphs[n.VISION].inputs[0].dtype))
+    return state, chain.prefill(state, inputs["input_ids"], chain.vision(pixels))
+
+
 def teacher_forced_logits(pipe: Any, inputs: dict[str, np.ndarray], tokens: list[int]) -> tuple[list[np.ndarray], list[int] | None]:
     """The exported chain's logits at every step when fed ``tokens`` (prefill logits first), and its kept indices."""
     chain = pipe.chain
-    state = chain.new_state()
-    pixels = np.ascontiguousarray(inputs["pixel_values"], dtype=np.dtype(pipe.manifest.graphs[n.VISION].inputs[0].dtype))
-    out = chain.prefill(state, inputs["input_ids"], chain.vision(pixels))
+    state, out = _prefill(chain, pipe.manifest, inputs)
     logits = [out.logits]
     for token in tokens[:-1]:
         logits.append(chain.decode(state, token))
@@ -154,6 +166,15 @@ def kept_near_tie(want_scores: Any, got_scores: Any, got_kept: list[int], keep: 
     consistent = own == list(got_kept)
     return {"explained": dtype != "fp32" and consistent and delta <= tol, "selection_consistent": consistent,
             "score_perturbation": delta, "score_tolerance": tol, "boundary_margin": margin, "top_tokens_swapped": swapped}
+
+
+def near_tie_line(tie: dict[str, Any], whose: str) -> str:
+    """The validation line for a :func:`kept_near_tie` report on the kept set of ``whose`` (the export, the modules)."""
+    return (f"  [{'info' if tie['explained'] else 'FAIL'}] kept indices of the {whose} differ from the reference's: "
+            f"{tie['top_tokens_swapped']} top-scored token(s) swapped at the keep boundary (reference margin "
+            f"{tie['boundary_margin']:.3g}); its scores are {tie['score_perturbation']:.3g} from the reference's (tolerance "
+            f"{tie['score_tolerance']:.3g}) and its selection from them is {'exact' if tie['selection_consistent'] else 'NOT exact'}"
+            + ("; what follows is compared with the reference given the same kept tokens" if tie["explained"] else ""))
 
 
 def generation_check(got_tokens: list[int], got_kept: list[int] | None, forced: list[np.ndarray],
@@ -193,13 +214,7 @@ def generation_check(got_tokens: list[int], got_kept: list[int] | None, forced: 
         lines.append(f"  [{'ok ' if kept_equal else 'FAIL'}] kept indices {'equal' if kept_equal else 'mismatch'} to the reference "
                      f"({len(want_kept)} kept)")
     elif want_kept is not None:
-        t = near_tie
-        lines.append(f"  [{'info' if t['explained'] else 'FAIL'}] kept indices differ from the reference's: {t['top_tokens_swapped']} "
-                     f"top-scored token(s) swapped at the keep boundary (reference margin {t['boundary_margin']:.3g}); the "
-                     f"export's scores are {t['score_perturbation']:.3g} from the reference's (tolerance {t['score_tolerance']:.3g}) "
-                     f"and its selection from its own scores is {'exact' if t['selection_consistent'] else 'NOT exact'}"
-                     + ("; the generation above is compared with the reference given the export's kept tokens"
-                        if t["explained"] else ""))
+        lines.append(near_tie_line(near_tie, "export"))
     report = {"tokens_exported": got_tokens, "tokens_reference": want_tokens, "kept_indices_exported": got_kept,
               "kept_indices_reference": want_kept, "tokens_equal": tokens_equal, "kept_indices_equal": kept_equal,
               "teacher_forced": steps, "strict_tokens": strict, "kept_near_tie": near_tie, "ok": ok}

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from topv.artifact import names as n
-from topv.artifact.manifest import KVLayout, StaticShapes
+from topv.artifact.manifest import KVLayout, Manifest, StaticShapes
 from topv.runtime.backends.base import Backend, DecodeStep
 from topv.runtime.kv import KVCache
 
@@ -47,6 +47,11 @@ class GraphChain:
 
     def __init__(self, backend: Backend, kv: KVLayout, shapes: StaticShapes, pruned: bool) -> None:
         self.backend, self.kv, self.shapes, self.pruned = backend, kv, shapes, pruned
+
+    @classmethod
+    def for_manifest(cls, backend: Backend, manifest: Manifest) -> "GraphChain":
+        """The chain of an export folder's graphs (its manifest's KV layout, static shapes and pruning)."""
+        return cls(backend, manifest.kv, manifest.shapes, manifest.pruning.enabled)
 
     def new_state(self) -> ChainState:
         cache = self.backend.new_cache()

@@ -135,7 +135,7 @@ class Pipeline:
     def __init__(self, folder: Path, manifest: Manifest, backend: Backend, processor: Processor,
                  max_concurrency: int = 1, wait_seconds: float = 300.0) -> None:
         self.folder, self.manifest, self.backend, self.processor = folder, manifest, backend, processor
-        self.chain = GraphChain(backend, manifest.kv, manifest.shapes, manifest.pruning.enabled)
+        self.chain = GraphChain.for_manifest(backend, manifest)
         self.stop_ids = stop_ids(manifest.eos_token_ids)
         self.wait_seconds = wait_seconds
         self._states: queue.Queue[ChainState] = queue.Queue()

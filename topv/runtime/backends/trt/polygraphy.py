@@ -35,7 +35,7 @@ def graph_inputs(folder: str | Path, image: Any, prompt: str) -> dict[str, dict[
     pipe = Pipeline.load(folder, "ort-cpu")
     manifest = pipe.manifest
     recorder = Recorder(pipe.backend)
-    chain = GraphChain(recorder, manifest.kv, manifest.shapes, manifest.pruning.enabled)
+    chain = GraphChain.for_manifest(recorder, manifest)
     inputs = pipe.prepare_inputs(image, prompt)
     state = chain.new_state()
     out = chain.prefill(state, inputs["input_ids"], chain.vision(inputs["pixel_values"]))
