@@ -43,6 +43,21 @@ def check_output_file(path: str | Path, *, inputs: Iterable[str | Path | None], 
         raise OutputExistsError(f"{what} {str(path)!r} is a folder; give a file name such as {path / ('out' + (suffixes[0] if suffixes else ''))}.")
     if suffixes and path.suffix.lower() not in suffixes:
         raise InputError(f"{what} {str(path)!r} must end in {' or '.join(suffixes)}; got {path.suffix or 'no extension'!r}.")
+    refuse_inputs(path, inputs, what)
+    if path.exists() and not ours(path):
+        raise OutputExistsError(
+            f"{what} {str(path)!r} exists and was not written by topv; topv only replaces its own output files. Remove it "
+            "or choose another path."
+        )
+    return path
+
+
+def refuse_inputs(path: Path, inputs: Iterable[str | Path | None], what: str) -> None:
+    """Refuse an output ``path`` that is one of the command's inputs (also through links) or lies inside an input folder.
+
+    Raises:
+        OutputExistsError: it is.
+    """
     resolved = path.resolve()
     for item in inputs:
         if item is None:
@@ -52,12 +67,6 @@ def check_output_file(path: str | Path, *, inputs: Iterable[str | Path | None], 
             raise OutputExistsError(f"{what} {str(path)!r} is one of this command's inputs; topv never overwrites an input. Choose another path.")
         if source.is_dir() and source.resolve() in resolved.parents:
             raise OutputExistsError(f"{what} {str(path)!r} lies inside the input folder {str(source)!r}; write it elsewhere.")
-    if path.exists() and not ours(path):
-        raise OutputExistsError(
-            f"{what} {str(path)!r} exists and was not written by topv; topv only replaces its own output files. Remove it "
-            "or choose another path."
-        )
-    return path
 
 
 def atomic_write(path: Path, data: bytes | Callable[[Path], None]) -> Path:

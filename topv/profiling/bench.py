@@ -236,12 +236,10 @@ def _op_profiles(exports: list[Path], inputs: BenchInputs, options: BenchOptions
     out: dict[str, Any] = {}
     for folder in exports:
         manifest = read_manifest(folder)
-        keep, weights = manifest.pruning.keep, (manifest.quantization or {}).get("weights")
         for spec in options.backends:
-            name = backend_spec(spec)[0]
-            if name not in PROVIDERS or (weights and name != "ort-cpu"):  # int8 graphs: ONNX Runtime's CPU provider
+            label = _run_name(manifest, spec)
+            if label is None or backend_spec(spec)[0] not in PROVIDERS:
                 continue
-            label = f"{spec}{' ' + weights if weights else ''} keep={keep if keep is not None else 'all'}"
             log.info("profiling %s (one request, ONNX Runtime's per-node trace)", label)
             folder_name = label.replace(":", "-").replace(" ", "-").replace("=", "-")
             summary = profile_export(folder, spec, Path(options.op_profile) / folder_name, inputs.image, inputs.prompt,
@@ -276,6 +274,15 @@ def backend_spec(text: str) -> tuple[str, dict[str, Any]]:
         raise ConfigError(f"--backend {text!r}: unknown option(s) {unknown}; options are {', '.join(BACKEND_OPTIONS)} "
                           "(e.g. openvino:bf16:int8, ort-cpu:low-memory).")
     return name, dict(BACKEND_OPTIONS[o] for o in opts)
+
+
+def _run_name(manifest: Any, spec: str) -> str | None:
+    """``ort-cpu int8 keep=64``: what a backend spec runs on an export, or None where it does not run it (int8
+    MatMulInteger graphs are for ONNX Runtime's CPU provider)."""
+    keep, weights = manifest.pruning.keep, (manifest.quantization or {}).get("weights")
+    if weights and backend_spec(spec)[0] != "ort-cpu":
+        return None
+    return f"{spec}{' ' + weights if weights else ''} keep={keep if keep is not None else 'all'}"
 
 
 def _finished(runs: list[dict[str, Any]], run: dict[str, Any] | None, options: BenchOptions) -> None:
@@ -336,12 +343,12 @@ def _measure_one(folder: Path, spec: str, inputs: BenchInputs, options: BenchOpt
             from topv.memory import device_used_probe
 
             probe = device_used_probe(_device_index(options.device))[0]
-    backend, extra = backend_spec(spec)
+    extra = backend_spec(spec)[1]
     manifest = read_manifest(folder)
-    keep, weights = manifest.pruning.keep, (manifest.quantization or {}).get("weights")
-    if weights and backend != "ort-cpu":
-        return None  # int8 MatMulInteger graphs are for ONNX Runtime's CPU provider
-    label = f"topv {spec}{' ' + weights if weights else ''} keep={keep if keep is not None else 'all'}"
+    name = _run_name(manifest, spec)
+    if name is None:
+        return None
+    keep, weights, label = manifest.pruning.keep, (manifest.quantization or {}).get("weights"), f"topv {name}"
     log.info("measuring %s (%d warm-up, %d runs)", label, options.warmup, options.repeats)
     rss_before = host_rss()
     t0 = time.perf_counter()

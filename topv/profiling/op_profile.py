@@ -86,13 +86,11 @@ def prepare_profile_dir(path: str | Path, inputs: list[Any]) -> Path:
     Raises:
         OutputExistsError: it is an input, lies inside an input folder, or holds files topv did not write.
     """
+    from topv.cli.outputs import refuse_inputs
     from topv.errors import OutputExistsError
 
     path = Path(path)
-    resolved = path.resolve()
-    for item in inputs:
-        if item is not None and (resolved == Path(item).resolve() or Path(item).resolve() in resolved.parents):
-            raise OutputExistsError(f"--op-profile {str(path)!r} is, or lies inside, the input {str(item)!r}; write it elsewhere.")
+    refuse_inputs(path, inputs, "--op-profile")
     if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not (path / MARKER).is_file())):
         raise OutputExistsError(f"--op-profile {str(path)!r} exists and is not an empty folder or one topv wrote profiles "
                                 "to; choose a new folder.")
@@ -129,7 +127,7 @@ def profile_export(folder: str | Path, backend: str, out_dir: str | Path, image:
         files = pipe.backend.end_profiling()
     finally:
         pipe.backend.close()
-    provider = PROVIDERS[name] if on_gpu or name == "ort-cpu" else "CPUExecutionProvider"
+    provider = PROVIDERS["ort-cuda" if on_gpu else "ort-cpu"]  # ort-cuda on device="cpu" runs the CPU provider
     summary = {"export": str(folder), "backend": backend, "device": device or ("cuda:0" if name == "ort-cuda" else "cpu"),
                "requests": requests, "new_tokens": new_tokens, "prompt_tokens": result.prompt_length,
                "kept_prompt_tokens": result.kept_length, "request_timings_ms": result.timings_ms(),
