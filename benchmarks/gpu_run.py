@@ -114,9 +114,9 @@ class Results:
         return self.data["tiers"].get(tier)
 
     def save(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=2, default=str) + "\n")
-        tmp.replace(self.path)
+        from topv.cli.outputs import atomic_write
+
+        atomic_write(self.path, (json.dumps(self.data, indent=2, default=str) + "\n").encode())
 
 
 def _generate(folder: Path, backend: str, device: str | None, inputs, graph: bool | None, repeats: int = 1) -> dict:
