@@ -116,3 +116,14 @@ def test_a_missing_wheel_part_stops_the_run_at_once(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "wheel part 1 of 2 is missing" in proc.stderr
     assert not (tmp_path / "site").exists()
+
+
+def test_the_wheel_packer_never_replaces_a_folder_that_is_not_its_own(tmp_path):
+    """GPU_WHEELS_DIR pointed at a user's folder: refused before any download, the folder left as it was."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_wheels.sh")], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "GPU_WHEELS_DIR": str(folder)}, timeout=60)
+    assert proc.returncode == 2 and "not replacing it" in proc.stderr
+    assert (folder / "notes.txt").read_text() == "keep me"
