@@ -6,7 +6,7 @@ import torch
 import topv
 from topv.pruning.config import TopVConfig
 from topv.pruning.cost import centre_cost, feature_cost, spatial_cost
-from topv.pruning.importance import importance_from_cost
+from topv.pruning.importance import importance_from_cost, importance_logits, off_diagonal_logsumexp
 
 VARIANTS = ["balanced_retention", "retention", "semi_relaxed", "balanced", "unbalanced"]
 
@@ -63,7 +63,8 @@ def test_feature_term_changes_the_ranking():
     with_f = topv.token_importance(s, t, (5, 5), base)
     without_f = topv.token_importance(s, t, (5, 5), base.replace(alpha=0.0))
     assert not torch.equal(_ranking(with_f), _ranking(without_f))
-    assert with_f[7] < without_f[7]  # the outlier source gets less mass once features count
+    rank = {name: _ranking(scores).tolist().index(7) for name, scores in (("with", with_f), ("without", without_f))}
+    assert rank["with"] > rank["without"]  # the outlier source ranks lower once features count
 
 
 def test_spatial_term_changes_the_ranking():
@@ -131,11 +132,14 @@ def test_grid_must_match_token_count():
 
 
 def test_retention_is_the_diagonal_of_the_semi_relaxed_plan():
-    cost = torch.rand(2, 30, 30)
+    cost = torch.rand(2, 30, 30, dtype=torch.float64)
     cfg = TopVConfig(importance="retention", epsilon=0.2)
     plan = torch.softmax(-cost / 0.2, dim=-2) / 30  # P = b_j softmax_i(-C / eps)
     own = torch.diagonal(plan, dim1=-2, dim2=-1) * 30  # P[i, i] / b_i
-    torch.testing.assert_close(importance_from_cost(cost, cfg), own / own.sum(-1, keepdim=True))
+    key = importance_logits(cost, cfg)
+    torch.testing.assert_close(key, torch.log(own) - torch.log1p(-own), rtol=1e-10, atol=1e-12)  # log-odds of P_ii / b_i
+    assert torch.equal(_ranking(key), _ranking(own))
+    torch.testing.assert_close(importance_from_cost(cost, cfg), torch.softmax(key, dim=-1))
 
 
 def test_retention_ranks_a_distinct_token_above_its_duplicated_neighbours():
@@ -173,9 +177,59 @@ def test_balanced_retention_is_the_diagonal_of_pots_plan():
     cfg = TopVConfig(importance="balanced_retention", iterations=3)
     cost = transport_cost(s.double(), t.double(), (6, 6), cfg).double()
     plan = ot.bregman.sinkhorn_log(np.full(36, 1 / 36), np.full(36, 1 / 36), cost.numpy(), cfg.epsilon, numItermax=3, stopThr=0)
-    want = np.diag(plan) * 36
-    got = importance_from_cost(cost, cfg).numpy()
-    np.testing.assert_allclose(got, want / want.sum(), rtol=1e-6)
+    retained = np.diag(plan) * 36  # P_ii / a_i
+    key = importance_logits(cost, cfg).numpy()
+    # The key is the log-odds of P_ii / a_i (POT's rows sum to a_i after its last update) ...
+    np.testing.assert_allclose(key, np.log(retained) - np.log1p(-retained), rtol=1e-9)
+    # ... so it ranks exactly as the diagonal does, and the scores are its softmax.
+    assert np.array_equal(np.argsort(-key, kind="stable"), np.argsort(-retained, kind="stable"))
+    np.testing.assert_allclose(importance_from_cost(cost, cfg).numpy(), np.exp(key) / np.exp(key).sum(), rtol=1e-9)
+
+
+def _saturated_problem(seed=0, n=16, d=32):
+    """Tokens far apart in feature space: each keeps all but ~e-20 of its mass on its own target (the case that
+    random-weight models give), so P_ii / a_i rounds to 1 in float32."""
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randn(n, d, generator=g) * 10
+    t = s + 0.05 * torch.randn(n, d, generator=g)
+    return s, t
+
+
+def test_the_ranking_key_keeps_its_range_where_the_diagonal_saturates():
+    from topv.pruning.cost import transport_cost
+    from topv.pruning.sinkhorn import sinkhorn_potentials
+
+    s, t = _saturated_problem()
+    cfg = TopVConfig(beta=0.2)
+    cost = transport_cost(s, t, (4, 4), cfg)  # float32, as in the exported graph
+    log_k, f, g = sinkhorn_potentials(cost, None, None, cfg.epsilon, cfg.iterations)
+    diagonal32 = torch.exp(torch.diagonal(log_k, dim1=-2, dim2=-1) + f + g) * 16
+    key64 = importance_logits(cost.double(), cfg)  # the same problem solved in float64
+    # The old quantity: float32 rounds most of it to 1 and cannot tell the tokens apart.
+    assert torch.unique(diagonal32).numel() <= 16 // 2
+    assert not torch.equal(_ranking(diagonal32), _ranking(key64))
+    key32 = importance_logits(cost, cfg)
+    assert key32.dtype == torch.float32
+    assert float(key64.max() - key64.min()) > 1.0
+    assert torch.equal(_ranking(key32), _ranking(key64))  # the float32 order is the exact order
+    torch.testing.assert_close(key32.double(), key64, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(topv.token_importance(s, t, (4, 4), cfg, log=True), key32)
+
+
+@pytest.mark.parametrize("dim", [-1, -2])
+def test_off_diagonal_logsumexp_leaves_out_the_diagonal(dim):
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(3, 7, 7, generator=g, dtype=torch.float64) * 30
+    x = x + torch.eye(7, dtype=torch.float64) * 500  # a dominant diagonal cannot leak into the result
+    got = off_diagonal_logsumexp(x, dim)
+    eye = torch.eye(7, dtype=torch.bool)
+    want = torch.logsumexp(x.masked_fill(eye, float("-inf")), dim=dim)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_a_single_token_has_a_finite_key():
+    key = importance_logits(torch.zeros(1, 1), TopVConfig())
+    assert key.shape == (1,) and torch.isfinite(key).all()
 
 
 def test_the_default_runs_the_sinkhorn_iterations():

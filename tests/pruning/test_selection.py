@@ -85,3 +85,51 @@ def test_recovery_takes_evenly_spaced_pruned_tokens():
 def test_keep_out_of_range_is_a_typed_error(keep):
     with pytest.raises(KeepOutOfRangeError, match="between 1 and the number of visual tokens \\(50\\)|integer"):
         topv.select_tokens(torch.rand(50), keep)
+
+
+def _topk_higher_index_first(x, k, dim=-1, largest=True, sorted=True):
+    """``torch.topk`` with the opposite tie order (the higher index first among equal values), standing in for a
+    runtime whose ``TopK`` tie order differs from ONNX's (TensorRT documents none)."""
+    assert dim == -1 and sorted
+    n = x.shape[-1]
+    flipped = torch.flip(x, dims=[-1])
+    order = torch.sort(flipped, dim=-1, descending=largest, stable=True).indices[..., :k]
+    indices = n - 1 - order
+    return torch.return_types.topk((torch.gather(x, -1, indices), indices))
+
+
+@settings(max_examples=100, deadline=None)
+@given(problems())
+def test_the_tie_rule_does_not_rest_on_topks_tie_order(problem):
+    n, keep, batch, fraction, seed, _ = problem
+    g = torch.Generator().manual_seed(seed)
+    scores = (torch.rand(batch, n, generator=g) * 3).floor()  # exact ties everywhere
+    cfg = TopVConfig(recovery_fraction=fraction)
+    want = topv.select_tokens(scores, keep, cfg)
+    original = torch.topk
+    torch.topk = _topk_higher_index_first
+    try:
+        got = topv.select_tokens(scores, keep, cfg)
+    finally:
+        torch.topk = original
+    assert torch.equal(got, want)
+
+
+def test_the_stand_in_topk_really_reverses_ties():
+    x = torch.tensor([[2.0, 5.0, 5.0, 1.0, 5.0]])
+    assert _topk_higher_index_first(x, 2).indices.tolist() == [[4, 2]]
+    assert _topk_higher_index_first(x, 2).values.tolist() == [[5.0, 5.0]]
+
+
+def test_exact_ties_keep_the_lower_index():
+    scores = torch.tensor([1.0, 3.0, 2.0, 3.0, 2.0, 2.0, 0.0])
+    # Top 3: token 1 and 3 (score 3), then the first 2 of the three tokens at 2 (2, 4, 5): token 2.
+    assert topv.select_tokens(scores, 3, TopVConfig(recovery_fraction=0.0)).tolist() == [1, 2, 3]
+    assert topv.select_tokens(scores, 4, TopVConfig(recovery_fraction=0.0)).tolist() == [1, 2, 3, 4]
+
+
+def test_scores_that_differ_are_never_reordered_by_position():
+    # One float32 ulp apart at 1.0: the larger one wins whatever its position.
+    below = float(torch.nextafter(torch.tensor(1.0), torch.tensor(0.0)))
+    scores = torch.tensor([below, 1.0, below, below])
+    assert topv.select_tokens(scores, 1, TopVConfig(recovery_fraction=0.0)).tolist() == [1]

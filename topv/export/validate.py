@@ -114,7 +114,7 @@ def prune_scores(call: Call, grid_hw: tuple[int, int], config: Any) -> np.ndarra
     from topv.pruning import token_importance
 
     source, target = (torch.from_numpy(call.feeds[k]).float() for k in (n.PRUNE_SOURCE, n.PRUNE_TARGET))
-    return token_importance(source, target, grid_hw, config)[0].numpy()
+    return token_importance(source, target, grid_hw, config, log=True)[0].numpy()
 
 
 def exported_scores(pipe: Any, inputs: dict[str, np.ndarray], grid_hw: tuple[int, int], config: Any) -> np.ndarray:

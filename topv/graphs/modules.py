@@ -161,7 +161,7 @@ class PruneGraph(nn.Module):
 
     def forward(self, hidden_states, position_ids, prune_source, prune_target, input_ids):
         spec = self.spec
-        scores = token_importance(prune_source, prune_target, spec.grid_hw, self.config)
+        scores = token_importance(prune_source, prune_target, spec.grid_hw, self.config, log=True)
         kept_grid = select_tokens(scores, self.keep, self.config)  # (1, keep)
         extra = spec.num_extra_visual_tokens
         kept = torch.cat([torch.arange(extra, device=kept_grid.device).unsqueeze(0), kept_grid + extra], dim=1)

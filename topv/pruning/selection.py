@@ -1,8 +1,10 @@
 """Which visual tokens to keep: top-k by score plus uniform recovery of pruned tokens.
 
-Everything is static-shape tensor code (stable sorts and gathers), so the same function is exported
-inside the pruning graph. Ties are broken by position (the lower index ranks first), which is also
-ONNX ``TopK``'s rule, so PyTorch and exported graphs agree on tied scores.
+Everything is static-shape tensor code (``TopK``, comparisons and gathers), the same function eagerly and
+inside the pruning graph. **Ties**: equal scores rank by position, the lower index first. The rule does not
+rest on any runtime's ``TopK`` tie order (ONNX specifies lower index first; TensorRT documents none): ``TopK``
+only finds the k-th largest *value*, then every token gets a distinct integer key (above / at / below that
+value, then its position) and a second ``TopK`` picks the keys, which cannot tie.
 """
 
 from __future__ import annotations
@@ -36,14 +38,20 @@ def evenly_spaced_positions(count: int, length: int) -> torch.Tensor:
 
 
 def top_k_by_score(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of the ``k`` largest scores per row, ties broken by the lower index.
+    """Indices of the ``k`` largest scores per row (in rank order), ties broken by the lower index.
 
-    Eagerly this is a stable descending sort; inside an ONNX export it is ``TopK``, whose specified
-    tie-break is the same (the exporter does not support stable sorts).
+    Tokens whose scores differ are never reordered. Exact ties are resolved without relying on ``TopK``'s
+    tie order: with ``t`` the k-th largest value (a value, the same whichever tied token ``TopK`` returned),
+    token i's key is ``2N`` (above ``t``) or ``N`` (at ``t``) or 0 (below), plus ``N - 1 - i``: distinct
+    integers below ``3N``, exact in float32 for any grid up to 5.5M tokens, so the second ``TopK`` has no ties.
     """
-    if torch.onnx.is_in_onnx_export():
-        return torch.topk(scores, k, dim=-1, largest=True, sorted=True).indices
-    return torch.sort(scores, dim=-1, descending=True, stable=True).indices[..., :k]
+    n = scores.shape[-1]
+    if k >= n:
+        return torch.arange(n, device=scores.device).expand(*scores.shape[:-1], n)
+    threshold = torch.topk(scores, k, dim=-1, largest=True, sorted=True).values[..., k - 1:k]
+    band = (scores > threshold).to(torch.float32) * (2 * n) + (scores == threshold).to(torch.float32) * n
+    position = torch.arange(n - 1, -1, -1, dtype=torch.float32, device=scores.device)
+    return torch.topk(band + position, k, dim=-1, largest=True, sorted=True).indices
 
 
 def select_tokens(scores: torch.Tensor, keep: int, config: TopVConfig | None = None) -> torch.Tensor:
@@ -54,7 +62,8 @@ def select_tokens(scores: torch.Tensor, keep: int, config: TopVConfig | None = N
     in raster order, ``R`` of them taken at evenly spaced positions.
 
     Args:
-        scores: ``(B, N)`` or ``(N,)`` importance (larger = keep).
+        scores: ``(B, N)`` or ``(N,)`` importance (larger = keep); TopV ranks its log-space key
+            (``token_importance(..., log=True)``), any monotone transform gives the same set.
         keep: number of tokens to keep, ``1 <= keep <= N``.
         config: supplies ``recovery_fraction``; defaults when None.
 

@@ -48,7 +48,7 @@ class PrefillResult:
     prompt_length: int
     kept_length: int  # sequence length seen by layers > K
     timings: dict[str, float] = field(default_factory=dict)
-    scores: torch.Tensor | None = None  # (N_grid,) importance used for ranking, when a score method ran
+    scores: torch.Tensor | None = None  # (N_grid,) the key the selection ranked (TopV: log space; FastV: attention)
 
 
 def _layer_output(out: Any) -> torch.Tensor:
@@ -192,7 +192,8 @@ class ReferencePipeline:
         lo, hi = offset + extra, offset + spec.num_visual_tokens
         scores = None
         if self.method == "topv":
-            scores = token_importance(captured["source"][0, lo:hi], captured["target"][0, lo:hi], spec.grid_hw, self.config)
+            scores = token_importance(captured["source"][0, lo:hi], captured["target"][0, lo:hi], spec.grid_hw, self.config,
+                                      log=True)
             kept = select_tokens(scores, self.keep, self.config)
         elif self.method == "fastv":
             scores = self.fastv_scores(captured["attn_input"], position_ids)[lo:hi]
