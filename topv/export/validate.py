@@ -153,15 +153,14 @@ def kept_near_tie(want_scores: Any, got_scores: Any, got_kept: list[int], keep: 
     """
     import torch
 
-    from topv.pruning.selection import recovery_count, select_tokens, top_k_by_score
+    from topv.pruning.selection import boundary_margin, recovery_count, select_tokens, top_k_by_score
 
     ref, got = torch.as_tensor(np.asarray(want_scores, np.float32)), torch.as_tensor(np.asarray(got_scores, np.float32))
     own = list(range(extra)) + [extra + int(i) for i in select_tokens(got, keep, config)]
     delta = float((ref.double() - got.double()).abs().max())
     tol = RTOL[dtype] * float(ref.abs().max()) if dtype in RTOL else 0.0
     k_top = keep - recovery_count(keep, config.recovery_fraction, ref.numel())
-    ranked = torch.sort(ref, descending=True, stable=True).values
-    margin = float(ranked[k_top - 1] - ranked[k_top]) if k_top < ref.numel() else float("inf")
+    margin = boundary_margin(ref, keep, config)
     swapped = len(set(top_k_by_score(ref, k_top).tolist()) ^ set(top_k_by_score(got, k_top).tolist())) // 2
     consistent = own == list(got_kept)
     return {"explained": dtype != "fp32" and consistent and delta <= tol, "selection_consistent": consistent,

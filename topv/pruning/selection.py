@@ -54,6 +54,20 @@ def top_k_by_score(scores: torch.Tensor, k: int) -> torch.Tensor:
     return torch.topk(band + position, k, dim=-1, largest=True, sorted=True).indices
 
 
+def boundary_margin(key: torch.Tensor, keep: int, config: TopVConfig | None = None) -> float:
+    """How far apart the last token kept by rank and the first one left out are, in the units of ``key``
+    (``(N,)``, the ranking key). A kept set is decided by the scores, not by rounding, when this is far above the
+    key's float32 noise; ``inf`` when nothing is left out by rank (``keep`` covers every token)."""
+    config = config or TopVConfig()
+    key = torch.as_tensor(key).double().reshape(-1)
+    n = key.numel()
+    k_top = keep - recovery_count(keep, config.recovery_fraction, n)
+    if k_top >= n:
+        return float("inf")
+    ranked = torch.sort(key, descending=True).values
+    return float(ranked[k_top - 1] - ranked[k_top])
+
+
 def select_tokens(scores: torch.Tensor, keep: int, config: TopVConfig | None = None) -> torch.Tensor:
     """Indices of the visual tokens to keep.
 
