@@ -49,16 +49,19 @@ def test_build_writes_engines_and_manifest(standin_trt, pruned_export, copy_expo
     assert m.precision == "fp16" and not m.strongly_typed
     assert m.workspace_bytes == int(1.5 * 2**30) and m.builder_optimization_level == 2
     assert list(m.engines) == GRAPHS
-    assert m.engines["prune"].precision == "fp32"  # the TopV solve stays float32
+    # The graphs that decide the kept tokens stay float32 (topv.precision), the rest take fp16.
+    assert {g: e.precision for g, e in m.engines.items()} == {"vision": "fp32", "prefill_head": "fp32", "prune": "fp32",
+                                                                "prefill_tail": "fp16", "decode_step": "fp16"}
     assert m.engines["prefill_head"].profile["dynamic"] and not m.engines["vision"].profile["dynamic"]
     assert m.peak_memory["host_rss_bytes"] > 0 and m.peak_memory["host_method"]
     manifest = json.loads((folder / "manifest.json").read_text())
     assert m.export["files"]["weights.bin"] == manifest["files"]["weights.bin"]["sha256"]
     builds = _builds(standin_trt)
-    assert builds["prefill_head.onnx"]["flags"] == ["FP16"]
+    assert builds["prefill_tail.onnx"]["flags"] == ["FP16"] and builds["prefill_head.onnx"]["flags"] == []
     assert builds["prune.onnx"]["flags"] == [] and builds["prune.onnx"]["cleared"] == ["TF32"]
     assert builds["vision.onnx"]["profile"] == {}  # static shapes: no profile
     seq = m.engines["prefill_head"].profile["inputs"]["input_ids"]
+    assert builds["prefill_head.onnx"]["cleared"] == ["TF32"]
     assert builds["prefill_head.onnx"]["profile"]["input_ids"] == [seq["min"], seq["opt"], seq["max"]]
     assert builds["decode_step.onnx"]["pools"] == {"WORKSPACE": int(1.5 * 2**30)}
     assert all(b["opt_level"] == 2 for b in builds.values())
@@ -125,7 +128,9 @@ def test_plan_needs_no_tensorrt(pruned_export):
     manifest = read_manifest(pruned_export)
     plan = plan_build(pruned_export, manifest, BuildOptions(precision="bf16"))
     assert [g.graph for g in plan.graphs] == GRAPHS and not plan.existing
-    assert [g.precision for g in plan.graphs] == ["bf16", "bf16", "fp32", "bf16", "bf16"]
+    assert [g.precision for g in plan.graphs] == ["fp32", "fp32", "fp32", "bf16", "bf16"]
+    follow = plan_build(pruned_export, manifest, BuildOptions(precision="bf16", kept_set="follow"))
+    assert [g.precision for g in follow.graphs] == ["bf16", "bf16", "fp32", "bf16", "bf16"]  # the solve stays fp32
     assert plan.graphs[0].engine == pruned_export / "vision.engine"
     assert resolve_precision("fp32", None) == ("fp16", False)
     assert resolve_precision("fp16", None) == ("fp16", True)

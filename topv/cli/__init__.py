@@ -37,6 +37,17 @@ def options_from_args(cls: type, args: argparse.Namespace, **overrides: object) 
     return cls(**{**values, **overrides})
 
 
+def add_kept_set_argument(p: argparse.ArgumentParser, applies_to: str) -> None:
+    """``--kept-set float32|follow``: the one switch for the precision of the graphs that decide the kept tokens
+    (:mod:`topv.precision`). ``applies_to`` says which of this command's precisions it concerns."""
+    from topv.precision import KEPT_SET_CHOICES
+
+    p.add_argument("--kept-set", choices=KEPT_SET_CHOICES, default="float32",
+                   help=f"precision of the graphs that decide the kept tokens (vision, layers 0..K) under {applies_to}: "
+                        "float32 (default: the kept tokens of float32) or follow (they take that precision too: faster, "
+                        "the kept set may differ; measure with topv-eval --agreement). The TopV solve is always float32.")
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)

@@ -34,13 +34,11 @@ from topv.engines.errors import EngineBuildError
 from topv.engines.profiles import GraphProfile, derive_profiles
 from topv.engines.trt_import import make_logger
 from topv.errors import ConfigError, OutputExistsError
+from topv.precision import check_kept_set, float32_graphs
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp16", "bf16", "fp32")
-#: Graphs kept in float32 in a weakly typed build whatever the requested precision: the TopV solve (cost
-#: normalisation, log-domain Sinkhorn, top-k) decides which tokens survive and is cheap.
-FP32_GRAPHS = ("prune",)
 
 
 @dataclass(frozen=True)
@@ -58,6 +56,9 @@ class BuildOptions:
         device: CUDA device index the engines are built on and for.
         verify_checksums: check the export's SHA-256s before building (sizes are always checked).
         static_check: run ``topv-check``'s static check first when the onnx package is installed.
+        kept_set: ``float32`` (default): in a weakly typed build the graphs that decide the kept tokens (vision,
+            prefill_head, prune) are built in fp32 whatever ``precision`` says; ``follow``: vision and prefill_head
+            take ``precision`` too (prune stays fp32). See :mod:`topv.precision`.
     """
 
     precision: str | None = None
@@ -69,8 +70,10 @@ class BuildOptions:
     device: int = 0
     verify_checksums: bool = True
     static_check: bool = True
+    kept_set: str = "float32"
 
     def __post_init__(self) -> None:
+        check_kept_set(self.kept_set)
         if self.precision is not None and self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}.")
         if self.workspace_gib is not None and not self.workspace_gib > 0:
@@ -124,9 +127,10 @@ def resolve_precision(export_dtype: str, requested: str | None) -> tuple[str, bo
     return requested or "fp16", False
 
 
-def graph_precision(graph: str, precision: str, strongly_typed: bool) -> str:
-    """The precision one graph is built with (the TopV solve stays float32 in weakly typed builds)."""
-    if not strongly_typed and graph in FP32_GRAPHS:
+def graph_precision(graph: str, precision: str, strongly_typed: bool, float32: frozenset[str] = frozenset()) -> str:
+    """The precision one graph is built with: a weakly typed build keeps ``float32`` graphs
+    (:func:`topv.precision.float32_graphs`) in fp32; a strongly typed one takes the graph's own types."""
+    if not strongly_typed and graph in float32:
         return "fp32"
     return precision
 
@@ -145,11 +149,11 @@ def plan_build(folder: str | Path, manifest: Any, options: BuildOptions) -> Buil
     precision, strongly_typed = resolve_precision(manifest.dtype, options.precision)
     profiles = derive_profiles(manifest, options.opt_prompt_tokens)
     plan = BuildPlan(folder, precision, strongly_typed)
+    float32 = float32_graphs(manifest.pruning.enabled, options.kept_set)
     for graph, entry in manifest.graphs.items():
         onnx = folder / entry.file
-        plan.graphs.append(
-            GraphPlan(graph, onnx, onnx.with_suffix(".engine"), graph_precision(graph, precision, strongly_typed), profiles[graph])
-        )
+        plan.graphs.append(GraphPlan(graph, onnx, onnx.with_suffix(".engine"),
+                                     graph_precision(graph, precision, strongly_typed, float32), profiles[graph]))
     outputs = [g.engine for g in plan.graphs] + [folder / ENGINE_MANIFEST_NAME]
     plan.existing = [p for p in outputs if p.exists()]
     if plan.existing and not options.force:

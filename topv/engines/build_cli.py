@@ -5,8 +5,9 @@ capability, precision, optimization profiles, build time and size per engine, pe
 memory of the build). Engines only run with the TensorRT release and the GPU model that built them;
 topv-run --backend trt refuses others. Existing engines are kept unless --force is given.
 
-Precision: an fp32 export builds fp16 engines by default (--precision bf16|fp32 to change it; the TopV
-solve graph stays float32); an fp16 export is built strongly typed from its own types.
+Precision: an fp32 export builds fp16 engines by default (--precision bf16|fp32 to change it); the graphs that
+decide the kept tokens (vision, prefill_head, prune) stay fp32 unless --kept-set follow (prune always does). An
+fp16 export is built strongly typed from its own types.
 
 Needs the tensorrt Python package (>= 10). Check the folder without it: topv-check OUT_DIR --target tensorrt.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from topv.cli import options_from_args, positive_int, run_cli, setup_logging
+from topv.cli import add_kept_set_argument, options_from_args, positive_int, run_cli, setup_logging
 
 PRECISIONS = ("fp16", "bf16", "fp32")
 
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir", help="folder written by topv-export")
     p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="engine precision for an fp32 export (default: fp16); fp16 exports are built from their own types")
+    add_kept_set_argument(p, "--precision fp16/bf16 (fp32 exports)")
     p.add_argument("--workspace", type=_gib, default=None, metavar="GiB",
                    help="limit TensorRT's workspace memory pool (default: TensorRT's, the whole device memory); "
                         "lower it on 8-16 GB Jetsons")

@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from topv.cli import options_from_args, positive_int, run_cli, seed_value, setup_logging, topv_config
+from topv.cli import add_kept_set_argument, options_from_args, positive_int, run_cli, seed_value, setup_logging, topv_config
 
 
 def _ints(text: str) -> list[int]:
@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("f32", "bf16", "f16", "auto"), default=None,
                    help="openvino: inference precision after the pruning decision (default f32)")
     p.add_argument("--weights", choices=("int8",), default=None, help="openvino: int8 weights (NNCF) after the pruning decision")
+    add_kept_set_argument(p, "openvino's --precision/--weights")
     p.add_argument("--agreement", action="store_true", help="compare every answer's logits with ort-cpu float32 (exported backends)")
     p.add_argument("--config", default=None, metavar="JSON", help="TopV hyperparameters (JSON file or inline object)")
     p.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N examples")

@@ -30,12 +30,16 @@ class EvalOptions:
     predictions: str | None = None
     precision: str | None = None  # openvino
     weights: str | None = None  # openvino
+    kept_set: str = "float32"  # openvino: whether vision and layers 0..K follow precision/weights (topv.precision)
     agreement: bool = False  # exported backends: compare with ort-cpu float32 on every question
 
     def __post_init__(self) -> None:
-        if self.backend == "torch" and (self.precision or self.weights or self.agreement):
-            raise InputError("--precision, --weights and --agreement apply to exported backends (ort-cpu, openvino), "
-                             "not --backend torch.")
+        from topv.precision import check_kept_set
+
+        if self.backend == "torch" and (self.precision or self.weights or self.agreement
+                                        or check_kept_set(self.kept_set) != "float32"):
+            raise InputError("--precision, --weights, --kept-set and --agreement apply to exported backends (ort-cpu, "
+                             "openvino), not --backend torch.")
 
 
 def default_keeps(num_grid_tokens: int) -> list[int]:
@@ -93,6 +97,7 @@ def run_eval(model_dir: str | Path, data: str | Path, options: EvalOptions) -> d
         "backend": options.backend,
         "precision": options.precision,
         "weights": options.weights,
+        "kept_set": options.kept_set,
         "num_visual_tokens": spec.num_grid_tokens,
         "topv_config": options.config.to_dict(),
         "max_new_tokens": options.max_new_tokens,
@@ -122,7 +127,8 @@ def _evaluate_exported(model_dir: Path, examples, keeps, options: EvalOptions, w
     for method, keep in plan:
         out = cached_export(model_dir, options.work_dir, ExportOptions(
             keep=keep, layer=options.layer, config=options.config, max_new_tokens=options.max_new_tokens, threads=options.threads))
-        pipe = Pipeline.load(out, options.backend, threads=options.threads, precision=options.precision, weights=options.weights)
+        pipe = Pipeline.load(out, options.backend, threads=options.threads, precision=options.precision, weights=options.weights,
+                             kept_set=options.kept_set)
         reference = Pipeline.load(out, "ort-cpu", threads=options.threads) if options.agreement else None
         cell = Cell(method, keep)
         cell.agreement = Agreement() if reference is not None else None

@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from topv.cli import device_value, image_size, keep_value, options_from_args, positive_int, run_cli, setup_logging, topv_config
+from topv.cli import (add_kept_set_argument, device_value, image_size, keep_value, options_from_args, positive_int, run_cli,
+                      setup_logging, topv_config)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=17, metavar="O", help="ONNX opset (default: 17)")
     p.add_argument("--quantize", choices=("int8",), default=None,
                    help="int8 weight MatMuls for CPU deployment (ONNX Runtime dynamic quantization; not for TensorRT)")
+    add_kept_set_argument(p, "--quantize int8")
     p.add_argument("--config", metavar="JSON", default=None,
                    help="TopV hyperparameters as a JSON file or inline JSON object (fields of topv.TopVConfig)")
     p.add_argument("--sample-image", metavar="PATH", default=None, help="image used to trace and validate")

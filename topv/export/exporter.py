@@ -47,7 +47,11 @@ class ExportOptions:
         sample_image / sample_prompt: the real input used to trace and validate (default: a generated scene).
         threads: ONNX Runtime threads for validation (default: all available cores).
         device: where the model is traced and validated: ``cpu`` or ``cuda[:i]``.
-        quantize: ``"int8"`` quantizes every weight MatMul after the float32 graphs passed validation.
+        quantize: ``"int8"`` quantizes the weight MatMuls after the float32 graphs passed validation (of the graphs
+            after the pruning decision, unless ``kept_set="follow"``; :mod:`topv.precision`).
+        kept_set: with ``quantize``: ``"float32"`` (default) keeps vision and prefill_head, which decide the kept
+            tokens, in float32; ``"follow"`` quantizes them too (faster; the kept set may differ, and the export
+            reports whether it does).
         image_size: ``(height, width)`` for families whose resolution is chosen at export (Qwen2-VL).
     """
 
@@ -65,6 +69,7 @@ class ExportOptions:
     threads: int | None = None
     device: str = "cpu"
     quantize: Literal["int8"] | None = None
+    kept_set: Literal["float32", "follow"] = "float32"
     image_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
@@ -85,6 +90,12 @@ class ExportOptions:
             raise ConfigError(f"quantize must be None or 'int8'; got {self.quantize!r}.")
         if self.quantize and self.dtype != "fp32":
             raise ConfigError("--quantize int8 applies to fp32 exports (int8 weights, float32 activations); drop --dtype fp16.")
+        from topv.precision import check_kept_set
+
+        if check_kept_set(self.kept_set) != "float32" and not self.quantize:
+            raise ConfigError("--kept-set follow chooses the precision of the graphs that decide the kept tokens under "
+                              "--quantize int8; without --quantize there is nothing for them to follow (for engines and "
+                              "openvino it is an option of topv-build and topv-run).")
         if isinstance(self.opset, bool) or not isinstance(self.opset, int) or not 14 <= self.opset <= 20:
             raise ConfigError(f"opset must be an integer in 14..20 (the exporter's range); got {self.opset!r}.")
         if not isinstance(self.config, TopVConfig):

@@ -3,7 +3,8 @@
 The graphs stay in the standard ONNX domain (``DynamicQuantizeLinear`` + ``MatMulInteger``); ONNX
 Runtime's CPU provider fuses them into VNNI/AMX int8 kernels at load time. Activations, the KV cache, the
 norms, softmax and the TopV solve stay float32; only weights of MatMuls with a constant operand are
-quantized (per output channel, symmetric int8). The result no longer reproduces the float32 reference
+quantized (per output channel, symmetric int8), and only in the graphs after the pruning decision unless
+``kept_set="follow"`` (:mod:`topv.precision`: vision and prefill_head decide the kept tokens). The result no longer reproduces the float32 reference
 token for token, so the export reports how close it is (cosine of logits and features, greedy-token
 agreement) and fails only if the logits drift beyond a cosine of 0.99. TensorRT does not take these
 graphs (``topv-check`` says so); build engines from an fp32 or fp16 export.
@@ -22,12 +23,20 @@ from topv.errors import BackendUnavailableError
 
 log = logging.getLogger("topv.export")
 
-QUANTIZED_GRAPHS = ("vision", "prefill_head", "prefill_tail", "decode_step")
+WEIGHT_GRAPHS = ("vision", "prefill_head", "prefill_tail", "decode_step")  # the graphs with weight MatMuls
 MIN_LOGIT_COSINE = 0.99
 
 
-def quantize_folder(folder: Path, graph_files: dict[str, str]) -> dict[str, int]:
-    """Quantize the weight MatMuls of the folder's graphs in place and re-share their weights."""
+def quantized_graphs(pruned: bool, kept_set: str = "float32") -> list[str]:
+    """The graphs ``--quantize int8`` quantizes: those with weights, less the ones the kept-set policy keeps float32."""
+    from topv.precision import float32_graphs
+
+    exact = float32_graphs(pruned, kept_set)
+    return [g for g in WEIGHT_GRAPHS if g not in exact]
+
+
+def quantize_folder(folder: Path, graph_files: dict[str, str], quantized: list[str]) -> dict[str, int]:
+    """Quantize the weight MatMuls of the folder's ``quantized`` graphs in place and re-share every graph's weights."""
     import onnx
 
     try:
@@ -44,7 +53,7 @@ def quantize_folder(folder: Path, graph_files: dict[str, str]) -> dict[str, int]
     try:
         paths = {}
         for name, file in graph_files.items():
-            if name in QUANTIZED_GRAPHS:
+            if name in quantized:
                 target = work / name / file
                 target.parent.mkdir()
                 model = onnx.load(str(folder / file), load_external_data=True)
@@ -99,13 +108,15 @@ def quantize_export(folder: Path, manifest: Any, job: Any, recorder: Any, report
     from topv.export.checks import open_exported
     from topv.export.onnx_io import check_graph
 
-    stats = quantize_folder(folder, {name: g.file for name, g in manifest.graphs.items()})
+    quantized = quantized_graphs(manifest.pruning.enabled, job.options.kept_set)
+    stats = quantize_folder(folder, {name: g.file for name, g in manifest.graphs.items()}, quantized)
     for g in manifest.graphs.values():
         check_graph(folder / g.file)
     manifest = manifest.replace(
         weights={"file": "weights.bin", **stats},
         quantization={"weights": "int8", "method": "onnxruntime dynamic quantization, per-channel symmetric int8",
-                      "ops": ["DynamicQuantizeLinear", "MatMulInteger"], "graphs": list(QUANTIZED_GRAPHS)},
+                      "ops": ["DynamicQuantizeLinear", "MatMulInteger"], "graphs": quantized,
+                      "kept_set": job.options.kept_set},
     )
     manifest.replace(files=file_records(folder)).write(folder)
     pipe = open_exported(folder, job, quantized=True)
@@ -120,12 +131,22 @@ def quantize_export(folder: Path, manifest: Any, job: Any, recorder: Any, report
                                 "kept_indices_int8": got.kept_indices,
                                 "kept_indices_equal": got.kept_indices == report["generation"].get("kept_indices_reference")}
         lines.append(f"  [info] int8 greedy tokens agree with the float32 reference for the first {prefix} of {len(want)}")
+        if got.kept_indices is not None:
+            same = result["generation"]["kept_indices_equal"]
+            # Vision and layers 0..K stay float32 unless --kept-set follow: then the kept set must be float32's.
+            strict = job.options.kept_set == "float32"
+            result["ok"] = result["ok"] and (same or not strict)
+            lines.append(f"  [{'ok ' if same else 'FAIL' if strict else 'info'}] int8 kept indices "
+                         f"{'equal' if same else 'differ from'} the float32 reference's (--kept-set {job.options.kept_set})")
     result["lines"] = lines
     report["int8"] = result
     (folder / "validation.json").write_text(json.dumps(report, indent=2) + "\n")
     for line in lines:
         log.info("%s", line)
     if not result["ok"]:
-        raise ToleranceError(f"The int8 graphs drift too far from float32: logits cosine {result['min_logit_cosine']:.4f} < "
-                             f"{MIN_LOGIT_COSINE}. Export without --quantize. The partial export is kept at {folder}.")
+        kept_differ = not result.get("generation", {}).get("kept_indices_equal", True)
+        why = (f"the int8 kept indices differ from float32's although vision and layers 0..K stayed float32"
+               if kept_differ and result["min_logit_cosine"] >= MIN_LOGIT_COSINE else
+               f"the int8 graphs drift too far from float32: logits cosine {result['min_logit_cosine']:.4f} < {MIN_LOGIT_COSINE}")
+        raise ToleranceError(f"{why[0].upper()}{why[1:]}. Export without --quantize. The partial export is kept at {folder}.")
     return manifest

@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from topv.cli import device_value, positive_int, run_cli, seed_value, setup_logging
+from topv.cli import add_kept_set_argument, device_value, positive_int, run_cli, seed_value, setup_logging
 
 BACKENDS = ("ort-cpu", "ort-cuda", "trt", "torch", "openvino")
 
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "auto: the device's default, bf16 on CPUs with AVX512_BF16 or AMX)")
     p.add_argument("--weights", choices=("int8",), default=None,
                    help="openvino: int8 weights (NNCF) for the graphs after the pruning decision, made once and cached")
+    add_kept_set_argument(p, "openvino's --precision/--weights")
     p.add_argument("--low-memory", action="store_true",
                    help="ort-cpu: hold every weight once (no prepacked copies per graph), at some decode speed")
     p.add_argument("--temperature", type=float, default=0.0, help="0 (default) is greedy")
@@ -59,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
                                          what="--save-kept-map", suffixes=(".png",))
         pipe = Pipeline.load(args.out_dir, args.backend, threads=args.threads, device=args.device,
                              verify_checksums=False if args.no_verify else (True if args.full_verify else "stamp"),
-                             precision=args.precision, weights=args.weights, low_memory=args.low_memory)
+                             precision=args.precision, weights=args.weights, low_memory=args.low_memory,
+                             kept_set=args.kept_set)
         kwargs = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed)
         if args.json:
             result = pipe.generate(args.image, args.prompt, **kwargs)

@@ -149,7 +149,8 @@ class Pipeline:
     def load(cls, folder: str | Path, backend: str = "ort-cpu", *, threads: int | None = None, device: str | None = None,
              verify_checksums: bool | str = "stamp", max_concurrency: int = 1, model_dir: str | Path | None = None,
              cuda_graph: bool | None = None, wait_seconds: float = 300.0, precision: str | None = None,
-             weights: str | None = None, low_memory: bool = False, profile_dir: str | Path | None = None) -> "Pipeline":
+             weights: str | None = None, low_memory: bool = False, profile_dir: str | Path | None = None,
+             kept_set: str = "float32") -> "Pipeline":
         """Open an export folder: check the manifest and files, open the backend, allocate the KV states.
 
         Args:
@@ -166,11 +167,14 @@ class Pipeline:
             wait_seconds: how long a generation waits for a free KV state before raising ``BusyError``.
             precision: ``openvino``: ``f32`` (default, the tokens of ``ort-cpu``), ``bf16``, ``f16`` or ``auto`` for
                 the graphs after the pruning decision (every graph without pruning); the graphs that choose the kept
-                tokens stay float32.
+                tokens stay float32 unless ``kept_set="follow"``.
             weights: ``openvino``: ``"int8"`` for NNCF int8 weights in those graphs (made once, cached).
             low_memory: ``ort-cpu``: hold each weight once (no prepacked copies), at some decode speed.
             profile_dir: ``ort-cpu``/``ort-cuda``: ONNX Runtime's per-node trace of every graph goes there (outside
                 the export folder); ``pipeline.backend.end_profiling()`` closes the traces. See ``topv-bench --op-profile``.
+            kept_set: ``openvino``: ``"float32"`` (default) or ``"follow"``: whether vision and layers 0..K, which decide the
+                kept tokens, also take ``precision``/``weights`` (faster; the kept set may differ: measure it with
+                ``topv-eval --agreement``). See :mod:`topv.precision`.
 
         Raises:
             ArtifactError / ChecksumMismatchError / IncompatibleArtifactError: the folder is unusable.
@@ -178,7 +182,8 @@ class Pipeline:
         """
         cls_ = backend_class(backend)
         options = BackendOptions(threads=threads, device=device, cuda_graph=cuda_graph, model_dir=model_dir,
-                                 precision=precision, weights=weights, low_memory=low_memory, profile_dir=profile_dir)
+                                 precision=precision, weights=weights, low_memory=low_memory, profile_dir=profile_dir,
+                                 kept_set=kept_set)
         cls_.check_options(options)
         if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
             raise InputError(f"max_concurrency must be an integer >= 1; got {max_concurrency!r}.")

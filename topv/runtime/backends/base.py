@@ -42,6 +42,9 @@ class BackendOptions:
             the memory-mapped ``weights.bin``), at some decode speed.
         profile_dir: ``ort-cpu``/``ort-cuda``: ONNX Runtime writes a per-node trace of every graph's runs there
             (collected by :meth:`Backend.end_profiling`; see ``topv.profiling.op_profile``).
+        kept_set: ``openvino``: ``float32`` (default) keeps the graphs that decide the kept tokens in float32 and
+            uncompressed whatever ``precision``/``weights`` say; ``follow`` lets vision and layers 0..K take them too
+            (:mod:`topv.precision`).
     """
 
     threads: int | None = None
@@ -52,6 +55,7 @@ class BackendOptions:
     weights: str | None = None
     low_memory: bool = False
     profile_dir: str | Path | None = None
+    kept_set: str = "float32"
 
 
 class Backend(abc.ABC):
@@ -70,12 +74,16 @@ class Backend(abc.ABC):
         """
         from topv.errors import ConfigError
 
+        from topv.precision import check_kept_set
+
         given = {"precision": options.precision not in (None, "f32"), "weights": options.weights is not None,
-                 "low_memory": bool(options.low_memory), "profile_dir": options.profile_dir is not None}
+                 "low_memory": bool(options.low_memory), "profile_dir": options.profile_dir is not None,
+                 "kept_set": check_kept_set(options.kept_set) != "float32"}
         for field_name, set_ in given.items():
             if set_ and field_name not in cls.takes:
                 users = {"precision": "openvino", "weights": "openvino (ort-cpu: topv-export --quantize int8)",
-                         "low_memory": "ort-cpu", "profile_dir": "ort-cpu and ort-cuda"}[field_name]
+                         "low_memory": "ort-cpu", "profile_dir": "ort-cpu and ort-cuda",
+                         "kept_set": "openvino (ort-cpu int8: topv-export --kept-set; trt: topv-build --kept-set)"}[field_name]
                 raise ConfigError(f"The {cls.name} backend does not take {field_name}={getattr(options, field_name)!r}; "
                                   f"it is an option of {users}.")
 

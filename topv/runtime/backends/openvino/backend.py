@@ -31,7 +31,7 @@ from topv.runtime.kv import KVCache
 
 class OpenVinoBackend(HostArrays, Backend):
     name = "openvino"
-    takes = frozenset({"precision", "weights"})  # not low_memory: the CPU plugin copies each compiled graph's weights
+    takes = frozenset({"precision", "weights", "kept_set"})  # not low_memory: the CPU plugin copies each compiled graph's weights
 
     def __init__(self, manifest: Manifest, compiled: dict[str, Any], plans: dict[str, dict[str, str]]) -> None:
         super().__init__(manifest.kv)
@@ -49,7 +49,7 @@ class OpenVinoBackend(HostArrays, Backend):
         ov = import_openvino()
         core = ov.Core()
         device = device_name(core, options.device)
-        plans = plan(manifest, options.precision, options.weights)
+        plans = plan(manifest, options.precision, options.weights, options.kept_set)
         compiled = {}
         for graph, info in manifest.graphs.items():
             model = graph_model(core, Path(folder), manifest, graph, plans[graph]["weights"])

@@ -44,18 +44,16 @@ def device_name(core: Any, device: str | None) -> str:
     return name
 
 
-def exact_graphs(manifest: Manifest) -> set[str]:
-    """The graphs whose numerics decide the kept tokens: float32 and uncompressed on every precision. An export
-    without pruning has none: every graph then runs at the precision and weights asked."""
-    return {n.VISION, n.PREFILL_HEAD, n.PRUNE} if manifest.pruning.enabled else set()
-
-
-def plan(manifest: Manifest, precision: str | None, weights: str | None) -> dict[str, dict[str, Any]]:
-    """``{graph: {"precision": f32|bf16|f16|auto, "weights": None|int8}}``.
+def plan(manifest: Manifest, precision: str | None, weights: str | None,
+         kept_set: str | None = "float32") -> dict[str, dict[str, Any]]:
+    """``{graph: {"precision": f32|bf16|f16|auto, "weights": None|int8}}``: the graphs that decide the kept tokens
+    stay float32 and uncompressed unless ``kept_set="follow"`` (:func:`topv.precision.float32_graphs`).
 
     Raises:
         ConfigError: an unknown precision or weight format, or one the export's dtype cannot take.
     """
+    from topv.precision import float32_graphs
+
     precision = (precision or "f32").lower()
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)} on the openvino backend; got {precision!r}.")
@@ -64,7 +62,7 @@ def plan(manifest: Manifest, precision: str | None, weights: str | None) -> dict
     if manifest.quantization:
         raise ConfigError("This export has ONNX Runtime int8 weights (topv-export --quantize); the openvino backend runs "
                           "float exports (pass weights='int8' for OpenVINO's own int8 weights).")
-    exact = exact_graphs(manifest)
+    exact = float32_graphs(manifest.pruning.enabled, kept_set)
     return {g: {"precision": "f32" if g in exact else precision, "weights": None if g in exact else weights}
             for g in manifest.graphs}
 

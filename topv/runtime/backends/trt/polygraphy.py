@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from topv.cli import run_cli, setup_logging
+from topv.cli import add_kept_set_argument, run_cli, setup_logging
 from topv.errors import BackendUnavailableError
 
 TOLERANCES = {"fp32": (1e-3, 1e-3), "bf16": (5e-2, 5e-2), "fp16": (2e-2, 2e-2)}
@@ -62,14 +62,16 @@ def _shape_arg(shapes: dict[str, list[int]]) -> str:
     return " ".join(shlex.quote(f"{name}:[{','.join(str(d) for d in dims)}]") for name, dims in shapes.items())
 
 
-def polygraphy_commands(folder: str | Path, manifest: Any, inputs: dict[str, Path], precision: str = "fp32") -> list[str]:
+def polygraphy_commands(folder: str | Path, manifest: Any, inputs: dict[str, Path], precision: str = "fp32",
+                        kept_set: str = "float32") -> list[str]:
     """Per graph: ONNX Runtime vs. a TensorRT build of the ONNX file by Polygraphy, and (when topv-build ran)
-    ONNX Runtime's saved outputs vs. topv's own engine."""
+    ONNX Runtime's saved outputs vs. topv's own engine. The graphs :func:`topv.precision.float32_graphs` keeps in
+    float32 are built without the precision flag, as ``topv-build`` builds them."""
     from topv.engines.profiles import derive_profiles
+    from topv.precision import float32_graphs
 
+    float32 = float32_graphs(manifest.pruning.enabled, kept_set)
     folder = Path(folder)
-    atol, rtol = TOLERANCES[precision]
-    tol = f"--atol {atol:g} --rtol {rtol:g}"
     flag = {"fp16": " --fp16", "bf16": " --bf16", "fp32": ""}[precision]
     commands = []
     for graph, profile in derive_profiles(manifest).items():
@@ -83,7 +85,10 @@ def polygraphy_commands(folder: str | Path, manifest: Any, inputs: dict[str, Pat
                 f" --trt-opt-shapes {_shape_arg({n: list(r.opt) for n, r in dyn.items()})}"
                 f" --trt-max-shapes {_shape_arg({n: list(r.max) for n, r in dyn.items()})}"
             )
-        precision_flag = "" if graph == "prune" else flag
+        built = "fp32" if graph in float32 else precision
+        precision_flag = "" if graph in float32 else flag
+        atol, rtol = TOLERANCES[built]
+        tol = f"--atol {atol:g} --rtol {rtol:g}"
         ort_out = shlex.quote(str(Path(inputs[graph]).with_name(f"{graph}.onnxrt-outputs.json")))
         commands.append(f"polygraphy run {onnx} --onnxrt --trt{precision_flag}{shapes} --load-inputs {data} {tol}")
         commands.append(f"polygraphy run {onnx} --onnxrt --load-inputs {data} --save-outputs {ort_out}")
@@ -105,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                         "holds only the files its manifest lists)")
     p.add_argument("--precision", choices=tuple(TOLERANCES), default="fp32",
                    help="precision of the engines being checked; sets --fp16/--bf16 and the tolerances (default: fp32)")
+    add_kept_set_argument(p, "--precision (as given to topv-build)")
     args = p.parse_args(argv)
     setup_logging(quiet=True)
 
@@ -115,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         manifest = read_manifest(folder)
         save_dir = Path(args.save_dir) if args.save_dir else folder.with_name(folder.name + "-polygraphy")
         paths = save_inputs(graph_inputs(folder, args.image, args.prompt), save_dir)
-        for command in polygraphy_commands(folder, manifest, paths, args.precision):
+        for command in polygraphy_commands(folder, manifest, paths, args.precision, args.kept_set):
             print(command)
         return 0
 
