@@ -48,10 +48,20 @@ def test_weights_and_cache_are_half(fp16_export):
     assert big and all(t.data_type == TensorProto.FLOAT16 for t in big)
 
 
+def _assert_fp16_promise(generation):
+    """What an fp16 export promises against the float32 reference: logits within fp16's tolerance at every step,
+    the same greedy token wherever the reference's top-1/top-2 margin exceeds it, and the same kept set or a
+    near-tie swap the check explained. Free-running tokens may part at an undecided step."""
+    steps = generation["teacher_forced"]
+    assert steps and all(s["max_abs_error"] <= s["tolerance"] for s in steps)
+    assert all(s["argmax_equal"] for s in steps if s["decided"])
+    assert generation["kept_indices_equal"] or generation["kept_near_tie"]["explained"]
+
+
 def test_fp16_export_validates_against_the_fp16_reference(fp16_export):
     report = json.loads((fp16_export / "validation.json").read_text())
     assert report["ok"] and report["dtype"] == "fp16"
-    assert report["generation"]["tokens_equal"] and report["generation"]["kept_indices_equal"]
+    _assert_fp16_promise(report["generation"])
 
 
 def _boundary_swap(scores, keep, config, nudge):
@@ -133,4 +143,5 @@ def test_fp16_export_follows_a_near_tie_in_the_kept_set(exports, tmp_path, monke
     assert report["reference"]["kept_near_tie"]["top_tokens_swapped"] == 1  # the modules against the reference
     gen = report["generation"]
     assert not gen["kept_indices_equal"] and gen["kept_near_tie"]["explained"]  # the export against the reference
-    assert gen["kept_near_tie"]["top_tokens_swapped"] == 1 and gen["tokens_equal"]
+    assert gen["kept_near_tie"]["top_tokens_swapped"] == 1
+    _assert_fp16_promise(gen)

@@ -68,7 +68,7 @@ def validate_export(folder: Path, job: Any, recorder: Any) -> dict[str, Any]:
         want_tokens, want_logits, want_kept, want_scores = reference_greedy(job, inputs, steps)
         got = pipe.generate(job.image, job.options.sample_prompt, max_new_tokens=steps)
         near_tie = None
-        if want_kept is not None and got.kept_indices != want_kept and dtype != "fp32":
+        if want_kept is not None and got.kept_indices != want_kept:  # fp32: diagnosed, never accepted
             near_tie = v.kept_near_tie(want_scores, v.exported_scores(pipe, inputs, job.spec.grid_hw, job.options.config),
                                        got.kept_indices, job.keep,
                                        job.options.config, job.spec.num_extra_visual_tokens, dtype)

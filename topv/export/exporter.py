@@ -328,6 +328,7 @@ def export_model(model_dir: str | Path, out_dir: str | Path, options: ExportOpti
             report = validate_export(tmp, job, recorder)
             if not report["ok"]:
                 failing = [line for line in report["lines"] if "FAIL" in line]
+                failing.sort(key=lambda line: "kept indices of the" not in line)  # a kept-set diagnosis explains the rest
                 raise ToleranceError("The exported graphs do not match the PyTorch reference:\n" + "\n".join(failing)
                                      + f"\nThe partial export is kept for inspection at {tmp} (see validation.json; the "
                                      "next export into the same place removes it).")
