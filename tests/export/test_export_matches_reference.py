@@ -2,10 +2,11 @@
 
 import json
 
+import numpy as np
 import pytest
 
 import topv
-from tests._helpers import hf_inputs
+from tests._helpers import assert_decided, assert_tokens_decided, hf_inputs, reference_trace
 from topv.export.cli import main as export_main
 from topv.testing.llava import EOS_ID, LlavaShape
 from topv.runtime.cli import main as run_main
@@ -23,6 +24,9 @@ MODELS = {
     "clip-qwen2-gqa-4x4": LlavaShape(text_model_type="qwen2", num_kv_heads=2, initializer_range=0.2),
 }
 PROMPT = "w3 w14 w15 w9 w26"
+# A prompt whose reference generation has a near-tie (a top-1/top-2 logit margin of 2.8e-5 at step 14 for the DINOv2
+# model pruned to 6 at layer 2) cannot be compared token for token across kernels; that case asks another question.
+PRUNED_PROMPTS = {"dinov2-gqa-tied-4x4": "w1 w2"}
 
 
 def _run_json(out_dir, image, capsys, prompt=PROMPT, n=32):
@@ -52,7 +56,9 @@ def test_keep_all_equals_transformers_generate(name, exports, image_file, capsys
     processor = AutoProcessor.from_pretrained(model_dir)
     inputs = hf_inputs(processor, image_file, PROMPT)
     with torch.no_grad():
-        want = model.generate(**inputs, max_new_tokens=32, do_sample=False)[0, inputs["input_ids"].shape[1]:].tolist()
+        gen = model.generate(**inputs, max_new_tokens=32, do_sample=False, return_dict_in_generate=True, output_logits=True)
+    assert_tokens_decided([row[0].float().numpy() for row in gen.logits], name)  # exact tokens need decided steps
+    want = gen.sequences[0, inputs["input_ids"].shape[1]:].tolist()
     assert len(want) == 32 or want[-1] == EOS_ID
     assert got["token_ids"] == want
     assert got["kept_indices"] is None
@@ -65,9 +71,13 @@ def test_keep_all_equals_transformers_generate(name, exports, image_file, capsys
                                              ("clip-qwen2-gqa-4x4", 6, 2)])
 def test_pruned_equals_reference(name, keep, layer, exports, image_file, capsys):
     out = exports.export(name, MODELS[name], keep=keep, layer=layer)
-    got = _run_json(out, image_file, capsys)
-    want = topv.generate(str(exports.model_dir(name, MODELS[name])), None, image_file, PROMPT, keep=keep, layer=layer,
-                         max_new_tokens=32)
+    prompt = PRUNED_PROMPTS.get(name, PROMPT)
+    got = _run_json(out, image_file, capsys, prompt)
+    model_dir = str(exports.model_dir(name, MODELS[name]))
+    want = topv.generate(model_dir, None, image_file, prompt, keep=keep, layer=layer, max_new_tokens=32)
+    # Kept set and tokens decided by the model, not by float32 rounding (siglip-mistral failed here on an AMX Xeon
+    # before TopV ranked its well-conditioned key).
+    assert_decided(reference_trace(model_dir, image_file, prompt, keep=keep, layer=layer), keep, what=name)
     assert got["kept_indices"] == want.kept_indices
     assert got["token_ids"] == want.token_ids
     shape = MODELS[name]
@@ -114,8 +124,16 @@ def test_graphs_are_standard_onnx_with_shape_inference(exports):
         model = onnx.load(str(path), load_external_data=False)
         assert {n.domain for n in model.graph.node} <= {"", "ai.onnx"}
     prune = onnx.load(str(out / "prune.onnx"), load_external_data=False)
-    ops = {n.op_type for n in prune.graph.node}
-    assert {"TopK", "ReduceSum", "Softmax"} <= ops or {"TopK", "ReduceSum"} <= ops
+    ops = [n.op_type for n in prune.graph.node]
+    # The solve (log-sum-exp half-steps), the key's masked diagonal, and the selection: TopK for the k-th value and the
+    # distinct keys, twice more for the recovery and the ascending order. Ranked on the key, so no Softmax.
+    assert {"ReduceMax", "Exp", "ReduceSum", "Log", "Where", "ReduceMin", "Gather"} <= set(ops)
+    assert ops.count("TopK") == 4 and "Softmax" not in ops
+    from onnx import numpy_helper
+
+    constants = [numpy_helper.to_array(a.t) for node in prune.graph.node for a in node.attribute if a.type == onnx.AttributeProto.TENSOR]
+    constants += [numpy_helper.to_array(t) for t in prune.graph.initializer]
+    assert all(np.isfinite(c).all() for c in constants if c.dtype.kind == "f")  # no -inf mask for fp16 to meet
     # Every file is checksummed, weights are shared.
     assert set(manifest["files"]) >= {"weights.bin", "validation.json", "processor/processor_config.json"}
     assert manifest["weights"]["stored_bytes"] < manifest["weights"]["initializer_bytes"]

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 import topv
+from tests._helpers import assert_decided, assert_tokens_decided, reference_trace
 from topv.engines.check import check_folder
 from topv.export.cli import main as export_main
 from topv.runtime.cli import main as run_main
@@ -22,9 +23,9 @@ MODELS = {
 }
 SIZE = "112x168"  # a 4 x 6 token grid
 PROMPT = "w3 w14 w15 w9 w26"
-# Random tiny models saturate the default epsilon's scores (near-ties that float rounding decides); a softer
-# solve gives distinct scores, so the kept-index comparison tests the pipeline, not rounding.
-CONFIG = '{"epsilon": 0.3}'
+# The pruned comparison asks another question: PROMPT's reference generation on the pruned Qwen2-VL has a near-tie
+# (top-1/top-2 logit margin 1.5e-4 at step 23) that float32 rounding on another CPU could decide.
+PRUNED_PROMPT = "What color is the shape?"
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +38,8 @@ def image_file(tmp_path_factory):
     return path
 
 
-def _run_json(out_dir, image, capsys, n=32):
-    assert run_main([str(out_dir), "--image", str(image), "--prompt", PROMPT, "--max-new-tokens", str(n), "--json"]) == 0
+def _run_json(out_dir, image, capsys, n=32, prompt=PROMPT):
+    assert run_main([str(out_dir), "--image", str(image), "--prompt", prompt, "--max-new-tokens", str(n), "--json"]) == 0
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
@@ -60,19 +61,21 @@ def test_keep_all_equals_transformers_generate(name, exports, image_file, capsys
     enc = pipe.processor.encode(image_file, PROMPT)  # the export's fixed-size preprocessing
     assert tuple(enc["image_grid_thw"][0]) == (1, 8, 12)
     with torch.no_grad():
-        out_ids = model.generate(**{k: torch.from_numpy(v) for k, v in enc.items()}, max_new_tokens=32, do_sample=False,
-                                 repetition_penalty=1.0)
-    want = out_ids[0, enc["input_ids"].shape[1]:].tolist()
+        gen = model.generate(**{k: torch.from_numpy(v) for k, v in enc.items()}, max_new_tokens=32, do_sample=False,
+                             repetition_penalty=1.0, return_dict_in_generate=True, output_logits=True)
+    assert_tokens_decided([row[0].float().numpy() for row in gen.logits], name)  # exact tokens need decided steps
+    want = gen.sequences[0, enc["input_ids"].shape[1]:].tolist()
     assert got["token_ids"] == want and got["kept_indices"] is None
 
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_pruned_equals_reference_and_the_cache_shrinks(name, exports, image_file, capsys):
-    model_dir, out = _export(exports, name, capsys, "--keep", "6", "--layer", "1", "--config", CONFIG)
-    got = _run_json(out, image_file, capsys)
+    model_dir, out = _export(exports, name, capsys, "--keep", "6", "--layer", "1")  # TopV's defaults
+    got = _run_json(out, image_file, capsys, prompt=PRUNED_PROMPT)
     pipe = Pipeline.load(out)
-    want = topv.generate(str(model_dir), pipe.processor, image_file, PROMPT, keep=6, layer=1, max_new_tokens=32,
-                         config=topv.TopVConfig(epsilon=0.3))
+    want = topv.generate(str(model_dir), pipe.processor, image_file, PRUNED_PROMPT, keep=6, layer=1, max_new_tokens=32)
+    assert_decided(reference_trace(str(model_dir), image_file, PRUNED_PROMPT, keep=6, layer=1, processor=pipe.processor), 6,
+                   what=name)
     assert got["kept_indices"] == want.kept_indices and len(got["kept_indices"]) == 6
     assert got["token_ids"] == want.token_ids
     manifest = json.loads((out / "manifest.json").read_text())
@@ -87,7 +90,7 @@ def test_pruned_equals_reference_and_the_cache_shrinks(name, exports, image_file
 
 
 def test_kept_map_on_the_merged_grid(exports, image_file, tmp_path, capsys):
-    _, out = _export(exports, "qwen2.5-vl", capsys, "--keep", "6", "--layer", "1", "--config", CONFIG)
+    _, out = _export(exports, "qwen2.5-vl", capsys, "--keep", "6", "--layer", "1")
     png = tmp_path / "map.png"
     assert run_main([str(out), "--image", str(image_file), "--prompt", PROMPT, "--max-new-tokens", "2",
                      "--save-kept-map", str(png)]) == 0
@@ -95,8 +98,10 @@ def test_kept_map_on_the_merged_grid(exports, image_file, tmp_path, capsys):
 
 
 def test_torch_backend_matches(exports, image_file, capsys):
-    _, out = _export(exports, "qwen2-vl", capsys, "--keep", "6", "--layer", "1", "--config", CONFIG)
+    model_dir, out = _export(exports, "qwen2-vl", capsys, "--keep", "6", "--layer", "1")
     a = Pipeline.load(out).generate(image_file, PROMPT, max_new_tokens=8)
+    assert_decided(reference_trace(str(model_dir), image_file, PROMPT, keep=6, layer=1, steps=8,
+                                   processor=Pipeline.load(out).processor), 6)  # torch and ONNX Runtime kernels differ
     b = Pipeline.load(out, "torch").generate(image_file, PROMPT, max_new_tokens=8)
     assert a.token_ids == b.token_ids and a.kept_indices == b.kept_indices
 
@@ -112,12 +117,14 @@ def test_image_sizes_off_the_28_pixel_grid_are_refused(exports, tmp_path, capsys
     assert code == 2 and "Traceback" not in err and ("multiples of 28" in err or "HxW" in err)
 
 
-@pytest.mark.parametrize("prompt", ["<|video_pad|> what happens?", "<|image_pad|> and <|vision_start|> twice"])
-def test_video_and_second_images_are_refused(exports, image_file, capsys, prompt):
+@pytest.mark.parametrize("prompt,tokens", [("<|video_pad|> what happens?", "<|video_pad|>"),
+                                           ("<|image_pad|> and <|vision_start|> twice", "<|vision_start|>, <|image_pad|>")])
+def test_video_and_second_images_are_refused(exports, image_file, capsys, prompt, tokens):
     _, out = _export(exports, "qwen2-vl", capsys, "--keep", "all")
     assert run_main([str(out), "--image", str(image_file), "--prompt", prompt]) == 2
     err = capsys.readouterr().err
-    assert "one image" in err or "supported" in err or "image" in err
+    assert f"The prompt contains {tokens}; topv inserts the image placeholder itself (one image per prompt, no video)" in err
+    assert "Traceback" not in err
 
 
 def test_topv_eval_runs_every_method_on_qwen(exports, image_file, tmp_path, capsys):

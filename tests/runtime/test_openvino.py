@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+from tests._helpers import assert_export_decided, export_decided
 from topv.errors import BackendUnavailableError, ConfigError
 from topv.pruning.config import TopVConfig
 from topv.runtime.chain import GraphChain, Recorder
@@ -23,9 +24,7 @@ needs_openvino = pytest.mark.skipif(importlib.util.find_spec("openvino") is None
 needs_nncf = pytest.mark.skipif(importlib.util.find_spec("nncf") is None,
                                 reason="int8 weights on openvino need NNCF: pip install 'topv[openvino]'")
 
-# Random tiny models saturate the default epsilon's scores (near-ties that float rounding decides); a softer solve
-# gives distinct scores, so comparing kept tokens across runtimes tests the runtimes, not rounding.
-CONFIG = TopVConfig(epsilon=0.3)
+CONFIG = TopVConfig()  # the defaults: TopV's key no longer saturates on random weights (tests/export/test_kept_agreement.py)
 MODELS = {
     "llava": (LlavaShape(num_kv_heads=2, image_size=84, initializer_range=0.2), dict(keep=12)),
     "qwen2.5-vl": (QWEN_SHAPES["tiny-qwen2.5-vl"].replace(initializer_range=0.1), dict(keep=8, image_size=(112, 168))),
@@ -53,6 +52,7 @@ def test_float32_gives_the_tokens_and_kept_tokens_of_ort_cpu(folder, ort_pipe, s
     ov_pipe = Pipeline.load(folder, "openvino", threads=1)
     for prompt in PROMPTS:
         want = ort_pipe.generate(scene_image, prompt, max_new_tokens=12, ignore_eos=True)
+        assert_export_decided(ort_pipe, scene_image, prompt, want.token_ids, prompt)  # other kernels: margins first
         got = ov_pipe.generate(scene_image, prompt, max_new_tokens=12, ignore_eos=True)
         assert got.kept_indices == want.kept_indices
         assert got.token_ids == want.token_ids
@@ -173,6 +173,7 @@ def test_topv_run_cli_on_openvino(exports, scene_image, tmp_path, capsys):
     args = [str(folder), "--image", str(image), "--prompt", PROMPTS[0], "--json", "--threads", "1"]
     assert run_main(args) == 0
     want = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert_export_decided(Pipeline.load(folder, threads=1), scene_image, PROMPTS[0], want["token_ids"][:1])
     assert run_main(args + ["--backend", "openvino", "--precision", "bf16"]) == 0
     got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert got["kept_indices"] == want["kept_indices"]
@@ -193,6 +194,12 @@ def test_the_bundled_model_on_openvino(tmp_path):
     out = tmp_path / "bundled-k16"
     export_model(root / "models" / "topv-shapes-vqa", out, ExportOptions(keep=16, layer=2, max_new_tokens=8, threads=1))
     ort, ov = Pipeline.load(out, "ort-cpu", threads=1), Pipeline.load(out, "openvino", threads=1)
-    for ex in load_jsonl(root / "data" / "shapes-vqa" / "test.jsonl", limit=5):
+    compared = 0
+    for ex in load_jsonl(root / "data" / "shapes-vqa" / "test.jsonl", limit=12):
         a, b = (p.generate(ex.image, ex.question, max_new_tokens=8) for p in (ort, ov))
-        assert (b.token_ids, b.kept_indices) == (a.token_ids, a.kept_indices)
+        # Flat backgrounds give near-ties of TopV's key on real scenes too (test question 0: a boundary margin of
+        # 8e-4): those could be decided by rounding and are not compared exactly.
+        if export_decided(ort, ex.image, ex.question, a.token_ids)[0]:
+            assert (b.token_ids, b.kept_indices) == (a.token_ids, a.kept_indices)
+            compared += 1
+    assert compared >= 8

@@ -109,14 +109,21 @@ def test_stream_pieces_add_up_to_the_text(pipe, scene_image):
     assert len(timings["decode"]) == len(result.token_ids) - 1
 
 
-def test_sampling_matches_the_reference_sampler(pipe, folder, scene_image, exports):
+def test_sampling_is_reproducible_and_is_the_shared_sampler(pipe, scene_image):
+    """Sampled tokens are compared on the same kernels only (across kernels a draw near a probability boundary may
+    fall either way): the same seed gives the same tokens, and they are what ``topv.sampling`` (the reference's
+    sampler too) draws from this backend's own logits, step by step."""
+    from topv.export.validate import teacher_forced_logits
+    from topv.sampling import SamplingConfig, TokenSampler
+
     kwargs = dict(max_new_tokens=16, temperature=1.3, top_p=0.9, seed=5)
     a = pipe.generate(scene_image, "w1 w2", **kwargs)
     b = pipe.generate(scene_image, "w1 w2", **kwargs)
     assert a.token_ids == b.token_ids
-    ref = topv.generate(str(exports.model_dir("runtime-6x6", SHAPE)), None, scene_image, "w1 w2", keep=12, layer=2,
-                        max_new_tokens=16, temperature=1.3, top_p=0.9, seed=5)
-    assert a.token_ids == ref.token_ids
+    assert a.token_ids != pipe.generate(scene_image, "w1 w2", max_new_tokens=16).token_ids  # it did sample
+    logits, _ = teacher_forced_logits(pipe, pipe.prepare_inputs(scene_image, "w1 w2"), a.token_ids)
+    sampler = TokenSampler(SamplingConfig(temperature=1.3, top_p=0.9, seed=5))
+    assert [sampler(row) for row in logits] == a.token_ids
 
 
 def test_threads_get_the_tokens_they_would_get_alone(folder, scene_image):
@@ -168,9 +175,13 @@ def test_a_thousand_generations_do_not_grow_memory(pipe, scene_image):
     assert rss_growth < 32 * 1024 * 1024, f"RSS grew by {rss_growth / 1e6:.1f} MB over 1000 generations"
 
 
-def test_torch_backend_gives_the_same_tokens(folder, pipe, scene_image):
+def test_torch_backend_gives_the_same_tokens(folder, pipe, scene_image, exports):
+    from tests._helpers import assert_decided, reference_trace
+
     torch_pipe = Pipeline.load(folder, "torch", threads=1)
-    for prompt in ("w1 w2", "w4 w4 w6"):
+    for prompt in ("w1 w2", "w4 w4 w6"):  # different kernels: only where the reference's margins decide them
+        assert_decided(reference_trace(str(exports.model_dir("runtime-6x6", SHAPE)), scene_image, prompt, keep=12, layer=2,
+                                       steps=12), keep=12, what=prompt)
         a = pipe.generate(scene_image, prompt, max_new_tokens=12)
         b = torch_pipe.generate(scene_image, prompt, max_new_tokens=12)
         assert (b.token_ids, b.kept_indices) == (a.token_ids, a.kept_indices)
@@ -187,7 +198,7 @@ def test_ignore_eos_generates_exactly_max_new_tokens(pipe, scene_image):
     stopped = pipe.generate(scene_image, "w1 w2", max_new_tokens=24, stop_token_ids=[stop])
     assert len(stopped.token_ids) == free.token_ids.index(stop) + 1
     forced = pipe.generate(scene_image, "w1 w2", max_new_tokens=24, stop_token_ids=[stop], ignore_eos=True)
-    assert forced.token_ids == free.token_ids[:24] or len(forced.token_ids) == 24
+    assert len(forced.token_ids) == 24 and forced.token_ids[:len(free.token_ids)] == free.token_ids
 
 
 def test_a_half_read_stream_never_blocks_the_next_request(folder, scene_image):
