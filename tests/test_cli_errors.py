@@ -40,14 +40,23 @@ def _status(main, argv, capsys):
     return code, captured
 
 
+@pytest.fixture
+def no_gpu(monkeypatch):
+    """A machine without a usable CUDA device, whatever this one has."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+
+
 @pytest.mark.parametrize("extra,text", [(["--seed", "-1"], "seed"), (["--device", "bogus"], "cpu, cuda or cuda:N"),
                                         (["--backend", "torch", "--device", "cuda"], "CUDA device")])
-def test_run_argument_errors(folder, image, capsys, extra, text):
+def test_run_argument_errors(folder, image, capsys, no_gpu, extra, text):
     code, out = _status(run_main, [str(folder), "--image", str(image), "--prompt", "w1", *extra], capsys)
     assert code == 2 and text in out.err
 
 
-def test_export_on_cuda_without_a_gpu(exports, tmp_path, capsys):
+def test_export_on_cuda_without_a_gpu(exports, tmp_path, capsys, no_gpu):
     code, out = _status(export_main, [str(exports.model_dir("cli-errors", SHAPE)), str(tmp_path / "o"), "--device", "cuda"], capsys)
     assert code == 2 and "CUDA device" in out.err and not (tmp_path / "o").exists()
 

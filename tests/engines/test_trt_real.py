@@ -9,6 +9,8 @@ import json
 import numpy as np
 import pytest
 
+from tests._helpers import assert_export_decided
+
 pytestmark = pytest.mark.tensorrt
 PROMPT = "What colour is the square?"
 
@@ -51,6 +53,8 @@ def test_real_tensorrt_matches_onnx_runtime(request, copy_export, scene_image, w
     s_ref, s_trt = ref.new_state(), trt.new_state()
     f_ref, f_trt = ref.vision(inputs["pixel_values"]), trt.vision(inputs["pixel_values"])
     np.testing.assert_allclose(trt_pipe.backend.numpy(f_trt), f_ref, atol=2e-3, rtol=2e-3)
+    want = ort_pipe.generate(scene_image, PROMPT, max_new_tokens=8).token_ids
+    assert_export_decided(ort_pipe, scene_image, PROMPT, want, "ONNX Runtime's result")  # exact comparisons below
     o_ref, o_trt = ref.prefill(s_ref, inputs["input_ids"], f_ref), trt.prefill(s_trt, inputs["input_ids"], f_trt)
     assert o_trt.kept_indices == o_ref.kept_indices and o_trt.kept_length == o_ref.kept_length
     np.testing.assert_allclose(o_trt.logits, o_ref.logits, atol=2e-3, rtol=2e-3)
@@ -60,5 +64,4 @@ def test_real_tensorrt_matches_onnx_runtime(request, copy_export, scene_image, w
         np.testing.assert_allclose(l_trt, l_ref, atol=2e-3, rtol=2e-3)
         token = int(np.argmax(l_ref))
     # the whole pipeline on the engines gives the ONNX Runtime tokens
-    assert trt_pipe.generate(scene_image, PROMPT, max_new_tokens=8).token_ids == \
-        ort_pipe.generate(scene_image, PROMPT, max_new_tokens=8).token_ids
+    assert trt_pipe.generate(scene_image, PROMPT, max_new_tokens=8).token_ids == want

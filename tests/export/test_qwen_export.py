@@ -106,15 +106,17 @@ def test_torch_backend_matches(exports, image_file, capsys):
     assert a.token_ids == b.token_ids and a.kept_indices == b.kept_indices
 
 
-@pytest.mark.parametrize("size", ["100x168", "0x28", "abc"])
-def test_image_sizes_off_the_28_pixel_grid_are_refused(exports, tmp_path, capsys, size):
+@pytest.mark.parametrize("size,text", [("100x168", "in multiples of 28 pixels (patch 14 x merge 2); got (100, 168)"),
+                                       ("0x28", "expected HxW with two positive numbers of pixels; got '0x28'"),
+                                       ("abc", "expected HxW in pixels, e.g. 448x644; got 'abc'")])
+def test_image_sizes_off_the_28_pixel_grid_are_refused(exports, tmp_path, capsys, size, text):
     model_dir = exports.model_dir("qwen2-vl", MODELS["qwen2-vl"])
     try:
         code = export_main([str(model_dir), str(tmp_path / "o"), "--image-size", size, "-q"])
     except SystemExit as exc:
         code = exc.code
     err = capsys.readouterr().err
-    assert code == 2 and "Traceback" not in err and ("multiples of 28" in err or "HxW" in err)
+    assert code == 2 and "Traceback" not in err and text in err and not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("prompt,tokens", [("<|video_pad|> what happens?", "<|video_pad|>"),

@@ -8,7 +8,9 @@ from topv.profiling.harness import PeakSampler, measure, percentile, summarize
 
 
 class FakeRunner:
-    """Sleeps known durations; the first `slow_calls` calls are 10x slower (they must land in warm-up)."""
+    """Reports known stage durations, a different one per call (call ``c`` takes ``c`` extra microseconds, so the
+    stats show which calls were measured); the first ``slow_calls`` calls are 10x slower and sleep their vision time
+    (they must land in warm-up, which the harness times on the wall clock)."""
 
     label = "fake"
 
@@ -18,15 +20,12 @@ class FakeRunner:
 
     def run_once(self):
         self.calls += 1
-        factor = 10 if self.calls <= self.slow_calls else 1
-        t0 = time.perf_counter()
-        time.sleep(self.vision * factor)
-        vision = time.perf_counter() - t0
-        decode = []
-        for _ in range(self.tokens - 1):
-            t0 = time.perf_counter()
-            time.sleep(self.decode * factor)
-            decode.append(time.perf_counter() - t0)
+        slow = self.calls <= self.slow_calls
+        factor, extra = (10 if slow else 1), self.calls * 1e-6
+        if slow:
+            time.sleep(self.vision * factor)
+        vision = self.vision * factor + extra
+        decode = [self.decode * factor + extra] * (self.tokens - 1)
         return {"vision": vision, "decode": decode, "total": vision + sum(decode), "prune": None, "tokens": self.tokens}
 
 
@@ -36,15 +35,15 @@ def test_warmup_is_excluded_and_stages_are_recovered():
     assert runner.calls == 6
     stats = m.stats()
     assert stats["vision"]["n"] == 4
-    # sleep() never returns early; the scheduler may add a little.
-    assert 20.0 <= stats["vision"]["p50_ms"] < 35.0
-    assert stats["vision"]["max_ms"] < 100.0  # the 10x-slow warm-up calls (200 ms) are not measured
+    # calls 3..6 are measured (20.003..20.006 ms); the 10x-slow warm-up calls (200 ms) are not
+    assert stats["vision"]["min_ms"] == pytest.approx(20.003) and stats["vision"]["max_ms"] == pytest.approx(20.006)
+    assert stats["vision"]["p50_ms"] == pytest.approx(20.0045)
     assert stats["decode_per_token"]["n"] == 4 * 4
-    assert 4.0 <= stats["decode_per_token"]["p50_ms"] < 15.0
-    assert stats["decode_total"]["n"] == 4
+    assert stats["decode_per_token"]["p50_ms"] == pytest.approx(4.0045)
+    assert stats["decode_total"]["n"] == 4 and stats["decode_total"]["max_ms"] == pytest.approx(4 * 4.006)
     assert "prune" not in stats  # None stages are skipped
     assert m.tokens == [5, 5, 5, 5]
-    assert m.warmup_seconds >= 2 * (0.2 + 4 * 0.04)
+    assert m.warmup_seconds >= 2 * 0.2  # the wall clock over the warm-up calls; sleep() never returns early
     assert m.peak_host_rss_bytes is None or m.peak_host_rss_bytes > 0
 
 

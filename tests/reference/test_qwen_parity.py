@@ -10,6 +10,8 @@ import topv
 from topv.reference.pipeline import ReferencePipeline, cache_layer_lengths
 from topv.testing.qwen import SHAPES, build_random_qwen
 
+from tests._helpers import assert_tokens_decided
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CONFIGS = {
@@ -42,10 +44,15 @@ def models():
 
 
 def _hf_tokens(model, processor, image, n):
+    """``generate()``'s greedy tokens, after checking that each was decided by its logits, not by rounding (the
+    reference runs the decoder layer by layer, other kernels than ``generate()``'s, so an exact comparison needs every
+    top-1/top-2 margin above float32 noise)."""
     enc = processor.encode(image, PROMPT)
     inputs = {k: torch.from_numpy(v) for k, v in enc.items()}
-    out = model.generate(**inputs, max_new_tokens=n, do_sample=False, repetition_penalty=1.0)
-    return out[0, enc["input_ids"].shape[1]:].tolist(), enc
+    out = model.generate(**inputs, max_new_tokens=n, do_sample=False, repetition_penalty=1.0,
+                         return_dict_in_generate=True, output_logits=True)
+    assert_tokens_decided([row[0].float().numpy() for row in out.logits], f"generate() on {PROMPT!r}")
+    return out.sequences[0, enc["input_ids"].shape[1]:].tolist(), enc
 
 
 @pytest.mark.parametrize("image", list(IMAGES))

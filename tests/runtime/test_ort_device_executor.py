@@ -6,8 +6,10 @@ only the device differs. On a GPU machine, the `cuda` test runs it for real.
 
 import pytest
 
-from topv.testing.llava import LlavaShape
 from topv.runtime.pipeline import Pipeline
+from topv.testing.llava import LlavaShape
+
+from tests._helpers import assert_export_decided
 
 SHAPE = LlavaShape(num_kv_heads=2, image_size=84, initializer_range=0.2)
 
@@ -19,6 +21,7 @@ def _device_pipeline(folder, device):
 
 @pytest.mark.parametrize("keep", [10, None])
 def test_device_executor_on_cpu_matches_the_host_executor(exports, scene_image, keep):
+    # one session configuration, one CPU provider: the same kernels, so the results are equal whatever the margins
     folder = exports.export("device-6x6", SHAPE, keep=keep, layer=1, max_new_tokens=20)
     host, device = _device_pipeline(folder, "cpu")
     for prompt in ("w1 w2 w3", "w8"):
@@ -47,6 +50,7 @@ def test_ort_cuda_matches_ort_cpu(exports, scene_image):
     cpu = Pipeline.load(folder, "ort-cpu")
     gpu = Pipeline.load(folder, "ort-cuda")
     a = cpu.generate(scene_image, "w1 w2 w3", max_new_tokens=20)
+    assert_export_decided(cpu, scene_image, "w1 w2 w3", a.token_ids, "ort-cpu")  # other kernels: compare what is decided
     b = gpu.generate(scene_image, "w1 w2 w3", max_new_tokens=20)
     assert b.token_ids == a.token_ids and b.kept_indices == a.kept_indices
 
