@@ -1,7 +1,8 @@
 """Kept-set agreement across runtimes: over 40 prompt/image pairs on random LLaVA and Qwen checkpoints with the
 default TopV settings (random weights are where the old score saturated), the PyTorch reference, ONNX Runtime at
 every graph optimization level with 1 and 2 threads, OpenVINO f32 and the torch backend keep exactly the same
-tokens (and the reference with the model in float64 too), and every solve's boundary margin is far above how much the runtimes move TopV's key.
+tokens (and the reference with the model in float64 too, and a float64 solve ranked by the key or by the score it
+replaced), and every solve's boundary margin is far above how much the runtimes move TopV's key.
 
 Set ``TOPV_REPORT_DIR`` to also write ``kept-agreement.json`` there (the table in docs/accuracy.md).
 """
@@ -77,12 +78,32 @@ def _ort_pipeline(out: Path, level: str, threads: int, monkeypatch) -> Pipeline:
         return Pipeline.load(out, "ort-cpu", threads=threads, verify_checksums=False)
 
 
-def _kept_and_key(pipe: Pipeline, inputs: dict, config: TopVConfig) -> tuple[list[int], np.ndarray]:
-    """One prefill through the export on ``pipe``'s backend: its kept indices and TopV's key on its layer-K states."""
+def _kept_and_key(pipe: Pipeline, inputs: dict, config: TopVConfig) -> tuple[list[int], np.ndarray, object]:
+    """One prefill through the export on ``pipe``'s backend: its kept indices, TopV's key on its layer-K states and the
+    prune graph's recorded call."""
     recorder = Recorder(pipe.backend)
     chain = GraphChain.for_manifest(recorder, pipe.manifest)
     out = chain.prefill(chain.new_state(), inputs["input_ids"], chain.vision(inputs["pixel_values"]))
-    return out.kept_indices, prune_scores(recorder.first(n.PRUNE), pipe.manifest.spec.grid_hw, config)
+    call = recorder.first(n.PRUNE)
+    return out.kept_indices, prune_scores(call, pipe.manifest.spec.grid_hw, config), call
+
+
+def _float64_rankings(call, grid_hw: tuple[int, int], keep: int, config: TopVConfig) -> dict[str, list[int]]:
+    """Kept grid tokens of a float64 solve of the same (float32) cost: ranked by today's key and by the score it
+    replaced (``log P_ii / a_i = diag(log K) + f + g``); the issue's failing case must keep these."""
+    import torch
+
+    from topv.pruning.cost import transport_cost
+    from topv.pruning.importance import _diagonal, importance_logits
+    from topv.pruning.selection import select_tokens
+    from topv.pruning.sinkhorn import sinkhorn_potentials
+
+    source, target = (torch.from_numpy(call.feeds[k])[0] for k in (n.PRUNE_SOURCE, n.PRUNE_TARGET))
+    cost = transport_cost(source, target, grid_hw, config).double()
+    log_k, f, g = sinkhorn_potentials(cost, None, None, config.epsilon, config.iterations)
+    keys = {"key float64": importance_logits(cost, config), "previous score float64": _diagonal(log_k) + f + g}
+    return {name: [int(i) for i in select_tokens(key, keep, config)] for name, key in keys.items()}
+
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -121,9 +142,12 @@ def test_every_runtime_keeps_the_reference_tokens(name, exports, monkeypatch, sc
         assert want64 == want, f"{name} / image {i}: the float64 model keeps {want64}, float32 {want}"
         shifts = {}
         for label, pipe in pipes.items():
-            got, got_key = _kept_and_key(pipe, inputs, config)
+            got, got_key, call = _kept_and_key(pipe, inputs, config)
             assert got == want, f"{name} / image {i}: {label} keeps {got}, the reference {want} (margin {margin:.3g})"
             shifts[label] = float(np.abs(got_key.astype(np.float64) - key).max())
+        extra = len(want) - options["keep"]  # a CLS token kept outside the grid ("full" strategy)
+        for what, kept64 in _float64_rankings(call, first.manifest.spec.grid_hw, options["keep"], config).items():
+            assert [extra + i for i in kept64] == want[extra:], f"{name} / image {i}: the {what} ranking keeps {kept64}"
         _REPORT.append({"case": name, "image": i, "prompt_tokens": int(inputs["input_ids"].shape[1]),
                         "visual_tokens": int(key.size), "keep": options["keep"], "boundary_margin": margin,
                         "key_spread": float(key.max() - key.min()),

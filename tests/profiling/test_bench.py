@@ -93,3 +93,24 @@ def test_unknown_backend_options_are_refused():
         BenchOptions(backends=["openvino:fp8"])
     with pytest.raises(ConfigError, match="unknown backend 'onnx'"):
         BenchOptions(backends=["onnx"])
+
+
+def test_kept_set_follow_reaches_the_int8_export_and_its_label(tmp_path, capsys):
+    """``--quantize none,int8 --kept-set follow``: the int8 export quantizes vision and layers 0..K too (its manifest
+    says so) and its runs are labelled apart from the default int8's; the float32 export is unaffected."""
+    from topv.artifact.manifest import read_manifest
+    from topv.errors import ConfigError
+    from topv.profiling.bench import BenchOptions
+
+    out_json = tmp_path / "bench.json"
+    rc = bench_main(["--model-shape", "tiny", "--keep-sweep", "4", "--quantize", "none,int8", "--kept-set", "follow",
+                     "--prompt-tokens", "40", "--new-tokens", "3", "--repeats", "1", "--warmup", "0",
+                     "--work-dir", str(tmp_path / "work"), "--json", str(out_json), "--threads", "1"])
+    assert rc == 0
+    runs = json.loads(out_json.read_text())["runs"]
+    assert [r["label"] for r in runs] == ["topv ort-cpu keep=4", "topv ort-cpu int8 kept-set=follow keep=4"]
+    int8 = [read_manifest(p) for p in (tmp_path / "work" / "exports").iterdir() if p.name.count("-int8-")]
+    assert len(int8) == 1 and int8[0].quantization["kept_set"] == "follow"
+    assert {"vision", "prefill_head"} <= set(int8[0].quantization["graphs"])
+    with pytest.raises(ConfigError, match="kept"):
+        BenchOptions(kept_set="bf16")

@@ -133,3 +133,11 @@ def test_scores_that_differ_are_never_reordered_by_position():
     below = float(torch.nextafter(torch.tensor(1.0), torch.tensor(0.0)))
     scores = torch.tensor([below, 1.0, below, below])
     assert topv.select_tokens(scores, 1, TopVConfig(recovery_fraction=0.0)).tolist() == [1]
+
+
+def test_float64_scores_are_ranked_in_float64():
+    # 1e-12 apart: equal in float32 (where the lower index would win), distinct in float64, where the larger wins.
+    scores = torch.tensor([1.0, 1.0 + 1e-12, 1.0], dtype=torch.float64)
+    assert scores.float().unique().numel() == 1
+    assert topv.select_tokens(scores, 1, TopVConfig(recovery_fraction=0.0)).tolist() == [1]
+    assert topv.select_tokens(scores.float(), 1, TopVConfig(recovery_fraction=0.0)).tolist() == [0]

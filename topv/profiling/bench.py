@@ -44,6 +44,7 @@ class BenchOptions:
     image: str | None = None
     seed: int = 0
     quantize: list[str | None] = field(default_factory=lambda: [None])  # None and/or "int8", one export each
+    kept_set: str = "float32"  # for the quantized exports: topv.precision (follow: vision and layers 0..K int8 too)
     image_size: tuple[int, int] | None = None  # for models whose token count follows the image size (Qwen2-VL)
     isolate: bool = False  # measure each export and backend in its own process (peak RSS of that backend alone)
     op_profile: Path | None = None  # after the timed runs, one profiled request per ONNX Runtime backend and export
@@ -53,6 +54,9 @@ class BenchOptions:
         for b in self.baselines:
             if b not in ("hf", "hf-static"):
                 raise ConfigError(f"--baseline takes hf and/or hf-static; got {b!r}.")
+        from topv.precision import check_kept_set
+
+        check_kept_set(self.kept_set)
         if self.repeats < 1 or self.warmup < 0 or self.new_tokens < 2:
             raise ConfigError("--repeats must be >= 1, --warmup >= 0 and --new-tokens >= 2.")
         from topv.runtime.backends import backend_class
@@ -100,7 +104,7 @@ def _export_for(source: Path, keep: int | None, options: BenchOptions, max_promp
     return cached_export(source, options.work_dir / "exports", ExportOptions(
         keep=keep, layer=options.layer, dtype=options.dtype, max_prompt_tokens=max_prompt, max_new_tokens=options.new_tokens,
         validate_tokens=4, threads=options.threads, device=options.device or "cpu", quantize=quantize,
-        image_size=options.image_size))
+        kept_set=options.kept_set if quantize else "float32", image_size=options.image_size))
 
 
 def _model_for_shape(shape: str, work_dir: Path, seed: int, dtype: str = "fp32") -> Path:
@@ -279,9 +283,12 @@ def backend_spec(text: str) -> tuple[str, dict[str, Any]]:
 def _run_name(manifest: Any, spec: str) -> str | None:
     """``ort-cpu int8 keep=64``: what a backend spec runs on an export, or None where it does not run it (int8
     MatMulInteger graphs are for ONNX Runtime's CPU provider)."""
-    keep, weights = manifest.pruning.keep, (manifest.quantization or {}).get("weights")
+    quantization = manifest.quantization or {}
+    keep, weights = manifest.pruning.keep, quantization.get("weights")
     if weights and backend_spec(spec)[0] != "ort-cpu":
         return None
+    if weights and quantization.get("kept_set") == "follow":
+        weights += " kept-set=follow"
     return f"{spec}{' ' + weights if weights else ''} keep={keep if keep is not None else 'all'}"
 
 

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from topv.cli import device_value, image_size, keep_value, options_from_args, positive_int, run_cli, setup_logging
+from topv.cli import add_kept_set_argument, device_value, image_size, keep_value, options_from_args, positive_int, run_cli, setup_logging
 
 
 def _keeps(text: str):
@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32", help="for exports made by the sweep")
     p.add_argument("--quantize", type=_names, default=["none"],
                    help="comma list of none and/or int8 (int8 weight MatMuls, ort-cpu only); one export per entry")
+    add_kept_set_argument(p, "--quantize int8")
     p.add_argument("--layer", type=int, default=2, help="pruning layer K for exports made by the sweep")
     p.add_argument("--threads", type=positive_int, default=None)
     p.add_argument("--device", type=device_value, default=None, help="cpu, cuda or cuda:N")

@@ -86,7 +86,8 @@ def select_tokens(scores: torch.Tensor, keep: int, config: TopVConfig | None = N
 
     Args:
         scores: ``(B, N)`` or ``(N,)`` importance (larger = keep); TopV ranks its log-space key
-            (``token_importance(..., log=True)``), any monotone transform gives the same set.
+            (``token_importance(..., log=True)``), any monotone transform gives the same set. Ranked in float64
+            when given float64, else in float32.
         keep: number of tokens to keep, ``1 <= keep <= N``.
         config: supplies ``recovery_fraction``; defaults when None.
 
@@ -102,7 +103,7 @@ def select_tokens(scores: torch.Tensor, keep: int, config: TopVConfig | None = N
     check_keep(keep, n)
     recovered = recovery_count(keep, config.recovery_fraction, n)
     k_top = keep - recovered
-    top = top_k_by_score(scores.float(), k_top)
+    top = top_k_by_score(scores if scores.dtype == torch.float64 else scores.float(), k_top)  # float64 stays exact
     if recovered:
         positions = torch.arange(n, device=scores.device).expand(scores.shape[0], n)
         is_top = torch.zeros_like(positions).scatter(-1, top, 1)
