@@ -90,20 +90,16 @@ def _kept_and_key(pipe: Pipeline, inputs: dict, config: TopVConfig) -> tuple[lis
 
 def _float64_rankings(call, grid_hw: tuple[int, int], keep: int, config: TopVConfig) -> dict[str, list[int]]:
     """Kept grid tokens of a float64 solve of the same (float32) cost: ranked by today's key and by the score it
-    replaced (``log P_ii / a_i = diag(log K) + f + g``); the issue's failing case must keep these."""
+    replaced; the issue's failing case must keep these."""
     import torch
 
-    from topv.pruning.cost import transport_cost
-    from topv.pruning.importance import _diagonal, importance_logits
     from topv.pruning.selection import select_tokens
-    from topv.pruning.sinkhorn import sinkhorn_potentials
+    from tools.research.score_conditioning import rankings
 
     source, target = (torch.from_numpy(call.feeds[k])[0] for k in (n.PRUNE_SOURCE, n.PRUNE_TARGET))
-    cost = transport_cost(source, target, grid_hw, config).double()
-    log_k, f, g = sinkhorn_potentials(cost, None, None, config.epsilon, config.iterations)
-    keys = {"key float64": importance_logits(cost, config), "previous score float64": _diagonal(log_k) + f + g}
-    return {name: [int(i) for i in select_tokens(key, keep, config)] for name, key in keys.items()}
-
+    keys = rankings(source, target, grid_hw, config)
+    return {what: [int(i) for i in select_tokens(keys[name], keep, config)]
+            for what, name in (("key float64", "new64"), ("previous score float64", "old64"))}
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -17,10 +17,9 @@ import time
 from pathlib import Path
 
 
-def _keys(source, target, grid_hw, config):
-    """``{"old64", "new64", "old32", "new32"}``: both rankings from a float64 and a float32 solve of one cost."""
-    import torch
-
+def rankings(source, target, grid_hw, config):
+    """``{"old64", "new64", "old32", "new32"}``: the previous score (``log P_ii / a_i = diag(log K) + f + g``) and
+    today's key, each from a float64 and a float32 solve of the product's (float32) cost of these layer-K states."""
     from topv.pruning.cost import transport_cost
     from topv.pruning.importance import _diagonal, importance_logits
     from topv.pruning.sinkhorn import sinkhorn_potentials
@@ -93,7 +92,7 @@ def main(argv=None) -> int:
             extra = spec.num_extra_visual_tokens
             lo = image_span(inputs["input_ids"][0].tolist(), spec.image_token_id, spec.num_visual_tokens) + extra
             hi = lo + spec.num_grid_tokens
-            keys = _keys(captured["source"][0, lo:hi], captured["target"][0, lo:hi], spec.grid_hw, config)
+            keys = rankings(captured["source"][0, lo:hi], captured["target"][0, lo:hi], spec.grid_hw, config)
             sets = {name: sorted(int(i) for i in select_tokens(key, keep, config)) for name, key in keys.items()}
             row = rows[keep]
             assert sets["new32"] == [i - extra for i in state.kept_indices[extra:]], "the pipeline ranks the float32 key"

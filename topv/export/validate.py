@@ -184,11 +184,12 @@ def near_tie_line(tie: dict[str, Any], whose: str) -> str:
         if tie["near_tie"] and tie["selection_consistent"]:
             return (f"{head}: {swap}, whose TopV keys differ by only {tie['boundary_margin']:.3g}, less than the "
                     f"{tie['near_tie_below']:g} that float32 rounding on some runtime could span: this sample image is "
-                    "a true tie, decided by rounding, not a wrong graph. Re-export with another --sample-image (a real photo rather than a flat or mirror-symmetric "
-                    "one) or another --keep; requests on such images may keep either token on any runtime.")
+                    "a true tie, decided by rounding, not a wrong graph. Re-export with another --sample-image (a real "
+                    "photo rather than a flat or mirror-symmetric one) or another --keep; requests on such images may "
+                    "keep either token on any runtime.")
         return (f"{head}: {swap}, a margin above what float32 rounding spans ({tie['near_tie_below']:g}), and the "
-                f"{whose}'s selection from its own keys is {'exact' if tie['selection_consistent'] else 'NOT exact'}: the exported "
-                "pruning step computes something else than the reference. This is a bug; please report it with validation.json.")
+                f"{whose}'s selection from its own keys is {'exact' if tie['selection_consistent'] else 'NOT exact'}: "
+                "the exported pruning step computes something else than the reference. This is a bug; please report it with validation.json.")
     return (f"{head}; its scores are {tie['score_perturbation']:.3g} from the reference's (tolerance "
             f"{tie['score_tolerance']:.3g}) and its selection from them is {'exact' if tie['selection_consistent'] else 'NOT exact'}"
             + ("; what follows is compared with the reference given the same kept tokens" if tie["explained"] else ""))

@@ -13,7 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from topv.cli import add_kept_set_argument, device_value, image_size, keep_value, options_from_args, positive_int, run_cli, setup_logging
+from topv.cli import (add_kept_set_argument, device_value, image_size, keep_value, options_from_args, positive_int, run_cli,
+                      setup_logging)
 
 
 def _keeps(text: str):
