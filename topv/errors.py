@@ -63,6 +63,10 @@ class ExportError(TopvError):
     """Exporting a model to ONNX failed."""
 
 
+class ResourceError(ExportError):
+    """The machine evidently has too little free memory or disk for the requested export."""
+
+
 class ToleranceError(ExportError):
     """An exported graph or generation does not match its PyTorch reference within tolerance."""
 

@@ -91,13 +91,13 @@ def test_not_a_model_folder(tmp_path):
 
 
 def test_failure_midway_leaves_nothing(model_dir, tmp_path, monkeypatch):
-    import topv.export.onnx_io as onnx_io
+    import topv.export.stream as stream
     from topv.errors import ExportError
 
     def broken(*args, **kwargs):
         raise ExportError("simulated exporter crash")
 
-    monkeypatch.setattr(onnx_io, "export_module", broken)
+    monkeypatch.setattr(stream, "_torch_export", broken)
     out = tmp_path / "out"
     with pytest.raises(ExportError, match="simulated"):
         export_model(model_dir, out, ExportOptions(keep=4))

@@ -14,7 +14,10 @@ from topv.runtime.backends.base import BackendOptions
 
 
 def open_exported(folder: Path, job: Any, *, quantized: bool = False) -> Any:
-    """A :class:`Pipeline` over the exported graphs with ONNX Runtime (CPU, or CUDA for ``--device cuda``)."""
+    """A :class:`Pipeline` over the exported graphs with ONNX Runtime (CPU, or CUDA for ``--device cuda``).
+
+    On the CPU the sessions hold every weight once (``low_memory``: ``weights.bin`` memory-mapped, shared by every
+    session, no packed copies; float16 graphs unoptimized, so that no float32 copy of their weights is made)."""
     from topv.runtime.pipeline import Pipeline
 
     manifest = read_manifest(folder)
@@ -23,7 +26,8 @@ def open_exported(folder: Path, job: Any, *, quantized: bool = False) -> Any:
         from topv.runtime.backends.ort_cuda.backend import OrtCudaBackend as cls
     else:
         from topv.runtime.backends.ort.backend import OrtBackend as cls
-    options = BackendOptions(threads=job.options.threads, device=job.options.device if on_gpu else None, cuda_graph=False)
+    options = BackendOptions(threads=job.options.threads, device=job.options.device if on_gpu else None, cuda_graph=False,
+                             low_memory=not on_gpu)
     return Pipeline(folder, manifest, cls.load(folder, manifest, options), job.processor)
 
 
@@ -48,39 +52,65 @@ def reference_greedy(job: Any, inputs: dict[str, Any], steps: int, kept: list[in
     return tokens, logits, state.kept_indices, state.scores
 
 
-def validate_export(folder: Path, job: Any, recorder: Any) -> dict[str, Any]:
-    """Graphs vs modules, modules vs reference, generation vs reference; writes ``validation.json``."""
+def validate_export(folder: Path, job: Any, calls: list[Any]) -> dict[str, Any]:
+    """Modules vs reference and the reference's generation (PyTorch), then, with the PyTorch model released,
+    graphs vs modules and the exported generation (ONNX Runtime); writes ``validation.json``.
+
+    ``job.options.validate``: ``full`` all of it, ``graphs`` no generation, ``none`` nothing numeric."""
     from topv.reference.pipeline import ReferencePipeline
 
-    dtype = job.options.dtype
-    pipe = open_exported(folder, job)
-    checks = v.check_graphs(pipe.backend, recorder.calls, dtype)
+    dtype, mode = job.options.dtype, job.options.validate
+    if mode == "none":
+        job.release_model()
+        report = {"ok": True, "dtype": dtype, "mode": mode, "lines": ["  [info] numeric validation skipped (--validate none)"]}
+        (folder / "validation.json").write_text(json.dumps(report, indent=2) + "\n")
+        return report
     reference = ReferencePipeline(job.model, layer=job.layer, keep=job.keep, method="topv", config=job.options.config, spec=job.spec)
-    ref_checks, ref_tie = v.check_against_reference(reference, recorder.calls, job.samples[0], dtype)
+    ref_checks, ref_tie = v.check_against_reference(reference, calls, job.samples[0], dtype)
+    del reference
+    steps = min(job.options.validate_tokens, job.shapes.max_new_tokens) if mode == "full" else 0
+    inputs = job.samples[0]
+    want = reference_greedy(job, inputs, steps) if steps else None
+    job.release_model()  # ONNX Runtime maps weights.bin: the two never hold the weights at once
+    pipe = open_exported(folder, job)
+    checks = v.check_graphs(pipe.backend, calls, dtype)
     lines = v.graph_lines(checks + ref_checks) + [c.line() for c in checks + ref_checks if not c.ok]
     if ref_tie:
         lines.append(v.near_tie_line(ref_tie, "graph modules"))
     ok = all(c.ok for c in checks + ref_checks)
-    generation: dict[str, Any] = {"skipped": True}
-    steps = min(job.options.validate_tokens, job.shapes.max_new_tokens)
-    if steps:
-        inputs = job.samples[0]
-        want_tokens, want_logits, want_kept, want_scores = reference_greedy(job, inputs, steps)
-        got = pipe.generate(job.image, job.options.sample_prompt, max_new_tokens=steps)
-        near_tie = None
-        if want_kept is not None and got.kept_indices != want_kept:  # fp32: diagnosed, never accepted
-            near_tie = v.kept_near_tie(want_scores, v.exported_scores(pipe, inputs, job.spec.grid_hw, job.options.config),
-                                       got.kept_indices, job.keep,
-                                       job.options.config, job.spec.num_extra_visual_tokens, dtype)
-            if near_tie["explained"]:  # compare what follows the selection with the reference given the same tokens
-                want_tokens, want_logits, _, _ = reference_greedy(job, inputs, steps, kept=got.kept_indices)
-        forced, _ = v.teacher_forced_logits(pipe, inputs, want_tokens)
-        generation, gen_lines, gen_ok = v.generation_check(got.token_ids, got.kept_indices, forced, want_tokens, want_kept,
-                                                           want_logits, dtype, near_tie)
-        generation["prompt"] = job.options.sample_prompt
+    generation: dict[str, Any] = {"skipped": True, "mode": mode}
+    if want is not None:
+        generation, gen_lines, gen_ok, pipe = _check_generation(pipe, job, inputs, steps, want)
         lines += gen_lines
         ok = ok and gen_ok
-    report = {"ok": ok, "dtype": dtype, "graphs": v.summary(checks), "reference": {**v.summary(ref_checks), "kept_near_tie": ref_tie},
-              "generation": generation, "lines": lines}
+    pipe.backend.close()
+    report = {"ok": ok, "dtype": dtype, "mode": mode, "graphs": v.summary(checks),
+              "reference": {**v.summary(ref_checks), "kept_near_tie": ref_tie}, "generation": generation, "lines": lines}
     (folder / "validation.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def _check_generation(pipe: Any, job: Any, inputs: dict[str, Any], steps: int,
+                      want: tuple[Any, ...]) -> tuple[dict[str, Any], list[str], bool, Any]:
+    """The exported greedy generation and its teacher-forced logits against the reference's (``want``); returns the
+    report, its lines, whether it passed, and the pipeline (reopened when the reference had to run again)."""
+    dtype = job.options.dtype
+    want_tokens, want_logits, want_kept, want_scores = want
+    got = pipe.generate(job.image, job.options.sample_prompt, max_new_tokens=steps)
+    near_tie = None
+    if want_kept is not None and got.kept_indices != want_kept:  # fp32: diagnosed, never accepted
+        near_tie = v.kept_near_tie(want_scores, v.exported_scores(pipe, inputs, job.spec.grid_hw, job.options.config),
+                                   got.kept_indices, job.keep, job.options.config, job.spec.num_extra_visual_tokens, dtype)
+        if near_tie["explained"]:  # compare what follows the selection with the reference given the same kept tokens
+            folder = pipe.folder
+            pipe.backend.close()  # the model comes back only while no session maps the weights
+            del pipe
+            job.reload_model()
+            want_tokens, want_logits, _, _ = reference_greedy(job, inputs, steps, kept=got.kept_indices)
+            job.release_model()
+            pipe = open_exported(folder, job)
+    forced, _ = v.teacher_forced_logits(pipe, inputs, want_tokens)
+    generation, lines, ok = v.generation_check(got.token_ids, got.kept_indices, forced, want_tokens, want_kept,
+                                               want_logits, dtype, near_tie)
+    generation["prompt"] = job.options.sample_prompt
+    return generation, lines, ok, pipe

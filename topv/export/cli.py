@@ -41,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-prompt", metavar="TEXT", default=None, help="prompt used to trace and validate")
     p.add_argument("--validate-tokens", type=int, default=8, metavar="N",
                    help="greedy tokens compared with the PyTorch reference (0: skip; default: 8)")
+    p.add_argument("--validate", choices=("full", "graphs", "none"), default="full",
+                   help="full (default): every graph against its PyTorch module on ONNX Runtime, the modules against "
+                        "transformers, and a generation through the export against the reference; graphs: all but the "
+                        "generation; none: structural checks only. The PyTorch model is released before ONNX Runtime "
+                        "maps the weights: peak memory is about the weights once plus activations (docs/benchmarks.md)")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for validation")
     p.add_argument("--device", type=device_value, default="cpu", help="trace and validate on cpu (default) or cuda[:i]")
     p.add_argument("--force", action="store_true", help="replace OUT_DIR if it is a topv export")

@@ -22,12 +22,18 @@ from topv.artifact.files import file_records, fsync_tree
 from topv.artifact.manifest import DTYPES, GraphInfo, KVLayout, Manifest, StaticShapes, TensorInfo
 from topv.errors import ConfigError, InputError, ToleranceError
 from topv.export import output
+from topv.export.resources import check_resources, memory_note
 from topv.pruning.config import TopVConfig
 from topv.versions import library_versions
 
 log = logging.getLogger("topv.export")
 
 DEFAULT_SAMPLE_PROMPT = "Describe the image ."
+VALIDATE_STAGES = {
+    "full": "validating graphs against PyTorch and generation against the reference",
+    "graphs": "validating graphs against PyTorch and the PyTorch modules against the reference (no generation)",
+    "none": "skipping numeric validation (--validate none): structural checks only",
+}
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,11 @@ class ExportOptions:
         config: TopV hyperparameters baked into the pruning graph.
         force: replace an existing output folder (only a topv export).
         validate_tokens: tokens of the generation check against the PyTorch reference (0 skips it).
+        validate: what the export checks (``topv.export.checks``): ``"full"`` (default) every graph against its
+            PyTorch module on ONNX Runtime, the modules against the transformers reference, and a generation
+            through the exported folder against the reference; ``"graphs"`` all but the generation; ``"none"``
+            only the structural checks (onnx.checker with full shape inference). The PyTorch model is released
+            before ONNX Runtime opens the graphs, so the two never hold the weights at once.
         sample_image / sample_prompt: the real input used to trace and validate (default: a generated scene).
         threads: ONNX Runtime threads for validation (default: all available cores).
         device: where the model is traced and validated: ``cpu`` or ``cuda[:i]``.
@@ -64,6 +75,7 @@ class ExportOptions:
     config: TopVConfig = field(default_factory=TopVConfig)
     force: bool = False
     validate_tokens: int = 8
+    validate: Literal["full", "graphs", "none"] = "full"
     sample_image: str | None = None
     sample_prompt: str = DEFAULT_SAMPLE_PROMPT
     threads: int | None = None
@@ -84,6 +96,8 @@ class ExportOptions:
         integer("validate_tokens", 0)
         integer("max_prompt_tokens", 1, optional=True)
         integer("threads", 1, optional=True)
+        if self.validate not in VALIDATE_STAGES:
+            raise ConfigError(f"validate must be one of {', '.join(VALIDATE_STAGES)}; got {self.validate!r}.")
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype must be 'fp32' or 'fp16'; got {self.dtype!r}.")
         if self.quantize not in (None, "int8"):
@@ -110,12 +124,12 @@ class _Progress:
     def __call__(self, message: str) -> None:
         now = time.perf_counter()
         if self.step:
-            log.info("      done in %.1f s", now - self.t_step)
+            log.info("      done in %.1f s (%s)", now - self.t_step, memory_note())
         self.step, self.t_step = self.step + 1, now
         log.info("[%d/%d] %s", self.step, self.total, message)
 
     def finish(self) -> float:
-        log.info("      done in %.1f s", time.perf_counter() - self.t_step)
+        log.info("      done in %.1f s (%s)", time.perf_counter() - self.t_step, memory_note())
         return time.perf_counter() - self.t0
 
 
@@ -151,6 +165,31 @@ class _Job:
     processor: Any = None
     image: Any = None
     samples: list[dict[str, Any]] = field(default_factory=list)
+
+    def load_model(self) -> None:
+        """The PyTorch model at the export dtype (and its processor); safetensors weights stay memory-mapped."""
+        import torch
+
+        from topv.config import check_device
+        from topv.reference.loading import load_model
+
+        check_device(self.options.device)
+        dtype = torch.float16 if self.options.dtype == "fp16" else torch.float32
+        self.model, processor = load_model(self.model_dir, dtype=dtype, device=self.options.device, attn_implementation="eager")
+        if self.processor is None:
+            self.processor = self.family.processor_for(processor, self.spec)
+
+    def release_model(self) -> None:
+        """Drop the PyTorch model (validation on ONNX Runtime maps ``weights.bin`` instead); :meth:`reload_model`
+        brings it back when a check needs the reference again."""
+        from topv.memory import release_device_memory
+
+        self.model = None
+        release_device_memory(self.options.device.startswith("cuda"))
+
+    def reload_model(self) -> None:
+        if self.model is None:
+            self.load_model()
 
     @property
     def kv(self) -> KVLayout:
@@ -191,18 +230,10 @@ def _plan(model_dir: Path, out_dir: Path, options: ExportOptions) -> _Job:
 
 
 def _load(job: _Job) -> None:
-    import torch
-
     from topv.inputs import load_image
-    from topv.reference.loading import load_model
-
-    from topv.config import check_device
 
     opts = job.options
-    check_device(opts.device)
-    dtype = torch.float16 if opts.dtype == "fp16" else torch.float32
-    job.model, processor = load_model(job.model_dir, dtype=dtype, device=opts.device, attn_implementation="eager")
-    job.processor = job.family.processor_for(processor, job.spec)
+    job.load_model()
     job.image = load_image(opts.sample_image) if opts.sample_image else sample_scene(max(max(job.spec.image_hw), 64))
     minimal = int(job.processor.encode(job.image, "x")["input_ids"].shape[1])
     if job.shapes.max_prompt_tokens < minimal:
@@ -234,38 +265,43 @@ def _run_chain(backend: Any, job: _Job, inputs: dict[str, Any]) -> Any:
     return out
 
 
-def _trace(job: _Job, tmp: Path, progress: _Progress) -> tuple[dict[str, Any], Any]:
-    """Record the chain on the PyTorch modules, export every graph on its recorded inputs, share weights."""
+def _trace(job: _Job, tmp: Path, progress: _Progress) -> tuple[dict[str, Any], list[Any]]:
+    """Record the chain on the PyTorch modules, then write every graph traced on its recorded inputs, its weights
+    streamed once into ``weights.bin`` (:mod:`topv.export.stream`); returns the graphs' records and the calls."""
+    from topv.export.onnx_io import check_graph, graph_info, save_graph, set_io_shapes
+    from topv.export.stream import WeightWriter, export_graph
     from topv.graphs.build import build_graph_modules
-    from topv.export.onnx_io import check_graph, export_module, graph_info, load_for_sharing, save_graph, set_io_shapes, share_weights
     from topv.runtime.backends.torch.backend import TorchBackend
     from topv.runtime.chain import Recorder
 
     opts = job.options
-    progress(f"tracing and exporting graphs (K={job.layer}, keep={job.keep if job.keep is not None else 'all'}, {opts.dtype})")
+    progress(f"tracing and writing graphs (K={job.layer}, keep={job.keep if job.keep is not None else 'all'}, {opts.dtype}; "
+             "weights streamed once into weights.bin)")
     modules = build_graph_modules(job.model, job.family, job.spec, layer=job.layer, keep=job.keep, config=opts.config)
     recorder = Recorder(TorchBackend(job.kv, modules, opts.device))
+    t0 = time.perf_counter()
     for inputs in job.samples:
         _run_chain(recorder, job, inputs)
-    raw = tmp / "_raw"
-    for name, graph in modules.items():
-        t0 = time.perf_counter()
-        call = recorder.first(name)
-        args = tuple(recorder.inner.asarray(call.feeds[i]) for i in graph.input_names)
-        export_module(graph.module, args, raw / name / graph.file, graph.input_names, graph.output_names, graph.dynamic_axes, opts.opset)
-        log.info("      %s exported in %.1f s", graph.file, time.perf_counter() - t0)
-    progress("sharing weights between graphs (weights.bin)")
-    protos = {name: load_for_sharing(raw / name / g.file) for name, g in modules.items()}
-    stats = share_weights(protos, tmp)
-    for name, g in modules.items():
-        set_io_shapes(protos[name], _declared_shapes(g, recorder.first(name)))
-        save_graph(protos[name], tmp / g.file)
-    del protos
-    shutil.rmtree(raw)
+    log.info("      graph chain recorded on the PyTorch modules in %.1f s (%s)", time.perf_counter() - t0, memory_note())
+    writer = WeightWriter(tmp)
+    try:
+        for name, graph in modules.items():
+            t0, before = time.perf_counter(), writer.stored_bytes
+            call = recorder.first(name)
+            args = tuple(recorder.inner.asarray(call.feeds[i]) for i in graph.input_names)
+            model = export_graph(graph, args, writer, opts.opset)
+            set_io_shapes(model, _declared_shapes(graph, call))
+            save_graph(model, tmp / graph.file)
+            del model
+            log.info("      %s written in %.1f s (%.1f MB of new weights; %s)", graph.file, time.perf_counter() - t0,
+                     (writer.stored_bytes - before) / 1e6, memory_note())
+    finally:
+        writer.close()
+    stats = writer.stats()
     log.info("      %.1f MB of initializers stored as %.1f MB", stats["initializer_bytes"] / 1e6, stats["stored_bytes"] / 1e6)
     progress("checking graphs (onnx.checker, full shape inference, standard ops, declared axes only)")
     graphs = {name: graph_info(check_graph(tmp / g.file), g.file) for name, g in modules.items()}
-    return {"graphs": graphs, "weights": {"file": "weights.bin", **stats}}, recorder
+    return {"graphs": graphs, "weights": {"file": "weights.bin", **stats}}, recorder.calls
 
 
 def _declared_shapes(graph: Any, call: Any) -> dict[str, tuple[int | str, ...]]:
@@ -294,12 +330,12 @@ def _manifest(job: _Job, graphs: dict[str, GraphInfo], weights: dict[str, Any]) 
 
 def _write(job: _Job, tmp: Path, progress: _Progress) -> tuple[Manifest, Any]:
     """Graphs, weights, processor and a first manifest (not yet validated) in ``tmp``."""
-    traced, recorder = _trace(job, tmp, progress)
+    traced, calls = _trace(job, tmp, progress)
     progress("saving the tokenizer and image processor")
     job.processor.save(tmp / "processor")
     manifest = _manifest(job, traced["graphs"], traced["weights"])
     manifest.replace(files=file_records(tmp)).write(tmp)
-    return manifest, recorder
+    return manifest, calls
 
 
 def export_model(model_dir: str | Path, out_dir: str | Path, options: ExportOptions | None = None) -> Path:
@@ -314,18 +350,19 @@ def export_model(model_dir: str | Path, out_dir: str | Path, options: ExportOpti
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     job = _plan(model_dir, out_dir, options)
     output.check_output(out_dir, model_dir, options.force)
-    progress = _Progress(8 if options.quantize else 7)
+    check_resources(model_dir, out_dir, options)
+    progress = _Progress(7 if options.quantize else 6)
     progress(f"loading {model_dir}")
     _load(job)
     with output.parent_lock(out_dir):
         output.recover_and_clean(out_dir)
     with output.partial_dir(out_dir) as tmp:
         try:
-            manifest, recorder = _write(job, tmp, progress)
-            progress("validating graphs against PyTorch and generation against the reference")
+            manifest, calls = _write(job, tmp, progress)
+            progress(VALIDATE_STAGES[options.validate])
             from topv.export.checks import validate_export
 
-            report = validate_export(tmp, job, recorder)
+            report = validate_export(tmp, job, calls)
             if not report["ok"]:
                 failing = [line for line in report["lines"] if "FAIL" in line]
                 failing.sort(key=lambda line: "kept indices of the" not in line)  # a kept-set diagnosis explains the rest
@@ -338,9 +375,9 @@ def export_model(model_dir: str | Path, out_dir: str | Path, options: ExportOpti
                 progress("quantizing weight MatMuls to int8 and checking them against float32")
                 from topv.export.quantize import quantize_export
 
-                manifest = quantize_export(tmp, manifest, job, recorder, report)
+                manifest = quantize_export(tmp, manifest, job, calls, report)
             progress(f"writing manifest and moving into place: {out_dir}")
-            manifest = manifest.replace(validation={"file": "validation.json", "ok": True})
+            manifest = manifest.replace(validation={"file": "validation.json", "ok": True, "mode": options.validate})
             manifest.replace(files=file_records(tmp)).write(tmp)
             fsync_tree(tmp)
             with output.parent_lock(out_dir):

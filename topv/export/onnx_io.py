@@ -122,12 +122,6 @@ def set_io_shapes(model: Any, shapes: dict[str, tuple[int | str, ...]]) -> None:
                 dim.dim_value = int(d)
 
 
-def load_for_sharing(path: Path) -> Any:
-    import onnx
-
-    return onnx.load(str(path), load_external_data=True)
-
-
 def save_graph(model: Any, path: Path) -> None:
     import onnx
 

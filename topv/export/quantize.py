@@ -95,7 +95,7 @@ def check_quantized(backend: Any, calls: list[Any]) -> dict[str, Any]:
             "ok": min(logit_cos) >= MIN_LOGIT_COSINE, "threshold": MIN_LOGIT_COSINE}
 
 
-def quantize_export(folder: Path, manifest: Any, job: Any, recorder: Any, report: dict[str, Any]) -> Any:
+def quantize_export(folder: Path, manifest: Any, job: Any, calls: list[Any], report: dict[str, Any]) -> Any:
     """Quantize in place, re-check the graphs, add the int8 comparison to ``report`` and return the new manifest.
 
     Raises:
@@ -120,7 +120,7 @@ def quantize_export(folder: Path, manifest: Any, job: Any, recorder: Any, report
     )
     manifest.replace(files=file_records(folder)).write(folder)
     pipe = open_exported(folder, job, quantized=True)
-    result = check_quantized(pipe.backend, recorder.calls)
+    result = check_quantized(pipe.backend, calls)
     lines = [f"  [{'ok ' if result['ok'] else 'FAIL'}] int8 graphs vs float32 modules: min logits cosine "
              f"{result['min_logit_cosine']:.5f} (>= {result['threshold']}), min cosine of any float output {result['min_cosine']:.5f}"]
     want = report.get("generation", {}).get("tokens_reference")

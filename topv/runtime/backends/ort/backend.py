@@ -2,7 +2,9 @@
 
 ``low_memory`` holds every weight once: each session otherwise keeps its own packed copy of every MatMul
 weight (prepacking) and its own mapping of ``weights.bin`` (the decoder's weights are in a prefill graph and
-in the decode step); with it, prepacking is off and every session reads the same memory-mapped pages.
+in the decode step); with it, prepacking is off and every session reads the same memory-mapped pages. A float16
+export then runs unoptimized: the CPU provider has no float16 MatMul on x86, and its optimizer would otherwise
+store a float32 copy of every weight (twice the float16 bytes); unoptimized, each weight is cast when used.
 
 The static KV buffers, the four small decode inputs and the decode outputs are numpy arrays wrapped
 (not copied) as OrtValues, so a step costs one ``run_with_iobinding`` plus a one-slot write per layer.
@@ -54,10 +56,12 @@ class OrtBackend(HostArrays, Backend):
                 f"ONNX Runtime here offers {ort.get_available_providers()}, not {missing}; install the matching onnxruntime package."
             )
         shared = SharedWeights(Path(folder)) if options.low_memory else None
+        # low_memory float16 on the CPU provider: unoptimized, or the session would hold a float32 copy of the weights
+        optimize = not (shared is not None and manifest.dtype == "fp16" and cls.providers[0] == "CPUExecutionProvider")
         sessions = {}
         for g, info in manifest.graphs.items():
             opts = session_options(options.threads, low_memory=shared is not None,  # initializers are per SessionOptions
-                                   profile=profile_prefix(options, g))
+                                   profile=profile_prefix(options, g), optimize=optimize)
             if shared is not None:
                 shared.add_to(opts, Path(folder) / info.file)
             sessions[g] = open_session(Path(folder) / info.file, opts, list(cls.providers))

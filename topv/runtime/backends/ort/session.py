@@ -20,23 +20,30 @@ def import_onnxruntime() -> Any:
     return onnxruntime
 
 
-def session_options(threads: int | None = None, *, low_memory: bool = False, profile: Path | None = None) -> Any:
+def session_options(threads: int | None = None, *, low_memory: bool = False, profile: Path | None = None,
+                    optimize: bool = True) -> Any:
     """Explicit threads and no spinning: idle ONNX Runtime threads otherwise spin and steal cores. ``low_memory``
     keeps the weights where they are mapped instead of a packed copy per session, and allocates
     activations from one arena shared by every such session. ``profile``: the path prefix of the session's
-    per-node trace (ONNX Runtime appends a timestamp and ``.json``)."""
+    per-node trace (ONNX Runtime appends a timestamp and ``.json``). ``optimize=False``: no graph optimizations
+    (a float16 graph on the CPU provider, which has no float16 MatMul on x86: optimized, ONNX Runtime folds a
+    float32 copy of every weight into the session; unoptimized, each weight is cast when it is used)."""
     ort = import_onnxruntime()
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads or cpu_threads()
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                     else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     if low_memory:  # no packed weight copies, and one activation arena for all sessions, not one each
         opts.add_session_config_entry("session.disable_prepacking", "1")
-        _shared_arena(ort)
-        opts.add_session_config_entry("session.use_env_allocators", "1")
+        if optimize:
+            _shared_arena(ort)
+            opts.add_session_config_entry("session.use_env_allocators", "1")
+    if not optimize:  # no arena: it would keep (and round up to a power of two) the largest weight cast so far
+        opts.enable_cpu_mem_arena = False
     if profile is not None:
         opts.enable_profiling = True
         opts.profile_file_prefix = str(profile)

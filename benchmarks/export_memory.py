@@ -1,0 +1,147 @@
+"""Export memory: peak RSS and time per stage of ``topv-export`` on random-weight checkpoints of real shapes.
+
+    .venv/bin/python benchmarks/export_memory.py --shape llava-edge-1b --dtype fp16 --keep 64 \
+        --work /tmp/exmem --json benchmarks/results/export-memory.json
+
+For each shape: (1) a checkpoint of random weights is built and saved in its own process (safetensors, at
+``--dtype``, initialised in that dtype so that a 7B shape never exists in float32); (2) ``topv-export`` runs in
+a child process while this one samples the child's RSS every 0.2 s and reads its stage lines; its peak RSS is the
+kernel's high-water mark of the child (``ru_maxrss``), which counts every resident page, the memory-mapped
+checkpoint's and weights.bin's included. The JSON has, per run: the weights' bytes (the checkpoint's
+safetensors), the peak RSS and its ratio to them, the wall time, and each stage's time and highest sampled RSS.
+Results are appended to ``--json`` (one entry per shape, dtype, keep and validate mode; a rerun replaces its own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGE = re.compile(r"\[(\d+)/(\d+)\] (.*)")
+
+
+def build(shape: str, out: Path, dtype: str) -> None:
+    """Save a random-weight checkpoint of ``shape`` at ``dtype`` (run in a child: its memory is freed)."""
+    import torch
+
+    from topv.testing.llava import build_random_llava
+
+    torch.set_default_dtype(torch.float16 if dtype == "fp16" else torch.float32)
+    model, processor = build_random_llava(shape, seed=0)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, max_shard_size="2GB")
+    processor.save_pretrained(out)
+
+
+def cpu_flags() -> dict[str, object]:
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), platform.processor())
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    return {"model": model, "cores": os.cpu_count(), "amx": sorted(f for f in flags if f.startswith("amx")),
+            "avx512_bf16": "avx512_bf16" in flags, "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}
+
+
+def rss_of(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def run_export(model_dir: Path, out_dir: Path, extra: list[str]) -> dict[str, object]:
+    """``topv-export`` in a child, its RSS sampled; returns the stages, the peak and the time."""
+    cmd = [sys.executable, "-m", "topv.export.cli", str(model_dir), str(out_dir), "--force", *extra]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    t0 = time.perf_counter()
+    child = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, cwd=ROOT)
+    stages: list[dict[str, object]] = []
+    samples: list[tuple[float, int]] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            samples.append((time.perf_counter() - t0, rss_of(child.pid)))
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    log = []
+    assert child.stderr is not None
+    for line in child.stderr:
+        log.append(line.rstrip())
+        print(line.rstrip(), file=sys.stderr, flush=True)
+        match = STAGE.search(line)
+        if match:
+            stages.append({"stage": match.group(3), "start_s": time.perf_counter() - t0})
+    rc = child.wait()
+    done.set()
+    sampler.join()
+    wall = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # the largest child so far: run one export per process
+    for i, stage in enumerate(stages):
+        end = stages[i + 1]["start_s"] if i + 1 < len(stages) else wall
+        stage["seconds"] = round(float(end) - float(stage["start_s"]), 1)  # type: ignore[arg-type]
+        stage["max_sampled_rss_bytes"] = max((r for t, r in samples if stage["start_s"] <= t <= end), default=0)  # type: ignore[operator]
+        stage["start_s"] = round(float(stage["start_s"]), 1)  # type: ignore[arg-type]
+    return {"rc": rc, "wall_s": round(wall, 1), "peak_rss_bytes": peak, "stages": stages,
+            "log_tail": log[-12:] if rc else []}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shape", default="llava-edge-1b", help="a shape of topv.testing.llava.SHAPES")
+    p.add_argument("--dtype", choices=("fp32", "fp16"), default="fp16")
+    p.add_argument("--keep", default="64")
+    p.add_argument("--layer", default="2")
+    p.add_argument("--validate", default=None, help="topv-export --validate (default: the exporter's default)")
+    p.add_argument("--work", type=Path, required=True, help="folder for the checkpoint and the export (tens of GB for 7B)")
+    p.add_argument("--json", type=Path, default=None, help="append the result here")
+    p.add_argument("--label", default="", help="what this run measures (e.g. the code version)")
+    p.add_argument("--build-only", action="store_true")
+    p.add_argument("--_build", nargs=3, help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a._build:
+        build(a._build[0], Path(a._build[1]), a._build[2])
+        return 0
+    ckpt = a.work / f"{a.shape}-{a.dtype}"
+    if not (ckpt / "config.json").is_file():
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, __file__, "--work", str(a.work), "--_build", a.shape, str(ckpt), a.dtype], check=True, cwd=ROOT)
+        print(f"built {ckpt} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    if a.build_only:
+        return 0
+    weights = sum(f.stat().st_size for f in ckpt.glob("*.safetensors"))
+    extra = ["--dtype", a.dtype, "--keep", a.keep, "--layer", a.layer]
+    if a.validate:
+        extra += ["--validate", a.validate]
+    result = run_export(ckpt, a.work / f"{a.shape}-{a.dtype}-export", extra)
+    entry = {"shape": a.shape, "dtype": a.dtype, "keep": a.keep, "layer": int(a.layer), "validate": a.validate or "default",
+             "label": a.label, "weights_bytes": weights, **result,
+             "peak_over_weights": round(int(result["peak_rss_bytes"]) / weights, 2), "cpu": cpu_flags(),
+             "command": " ".join(["benchmarks/export_memory.py", *sys.argv[1:]])}
+    print(json.dumps({k: v for k, v in entry.items() if k != "stages"}, indent=1))
+    for s in result["stages"]:  # type: ignore[union-attr]
+        print(f"  {s['seconds']:7.1f} s  {s['max_sampled_rss_bytes'] / 2**30:6.2f} GiB  {s['stage']}")
+    if a.json:
+        runs = json.loads(a.json.read_text())["runs"] if a.json.is_file() else []
+        key = lambda r: (r["shape"], r["dtype"], r["keep"], r["validate"], r["label"])  # noqa: E731
+        runs = [r for r in runs if key(r) != key(entry)] + [entry]
+        a.json.write_text(json.dumps({"runs": runs}, indent=1) + "\n")
+    return int(result["rc"])  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
