@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,10 @@ import numpy as np
 
 from topv.artifact.manifest import read_manifest
 from topv.export import validate as v
+from topv.export.resources import memory_note
 from topv.runtime.backends.base import BackendOptions
+
+log = logging.getLogger("topv.export")
 
 
 def open_exported(folder: Path, job: Any, *, quantized: bool = False) -> Any:
@@ -68,12 +72,16 @@ def validate_export(folder: Path, job: Any, calls: list[Any]) -> dict[str, Any]:
     reference = ReferencePipeline(job.model, layer=job.layer, keep=job.keep, method="topv", config=job.options.config, spec=job.spec)
     ref_checks, ref_tie = v.check_against_reference(reference, calls, job.samples[0], dtype)
     del reference
+    log.info("      PyTorch modules checked against transformers (%s)", memory_note())
     steps = min(job.options.validate_tokens, job.shapes.max_new_tokens) if mode == "full" else 0
     inputs = job.samples[0]
     want = reference_greedy(job, inputs, steps) if steps else None
+    if want is not None:
+        log.info("      reference generation: %d tokens (%s)", len(want[0]), memory_note())
     job.release_model()  # ONNX Runtime maps weights.bin: the two never hold the weights at once
     pipe = open_exported(folder, job)
     checks = v.check_graphs(pipe.backend, calls, dtype)
+    log.info("      PyTorch model released; every graph checked on ONNX Runtime (%s)", memory_note())
     lines = v.graph_lines(checks + ref_checks) + [c.line() for c in checks + ref_checks if not c.ok]
     if ref_tie:
         lines.append(v.near_tie_line(ref_tie, "graph modules"))

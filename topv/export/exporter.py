@@ -182,10 +182,11 @@ class _Job:
     def release_model(self) -> None:
         """Drop the PyTorch model (validation on ONNX Runtime maps ``weights.bin`` instead); :meth:`reload_model`
         brings it back when a check needs the reference again."""
-        from topv.memory import release_device_memory
+        from topv.memory import release_device_memory, trim_host_memory
 
         self.model = None
         release_device_memory(self.options.device.startswith("cuda"))
+        trim_host_memory()
 
     def reload_model(self) -> None:
         if self.model is None:
@@ -272,6 +273,7 @@ def _trace(job: _Job, tmp: Path, progress: _Progress) -> tuple[dict[str, Any], l
     from topv.export.stream import WeightWriter, export_graph
     from topv.graphs.build import build_graph_modules
     from topv.runtime.backends.torch.backend import TorchBackend
+    from topv.memory import trim_host_memory
     from topv.runtime.chain import Recorder
 
     opts = job.options
@@ -293,6 +295,7 @@ def _trace(job: _Job, tmp: Path, progress: _Progress) -> tuple[dict[str, Any], l
             set_io_shapes(model, _declared_shapes(graph, call))
             save_graph(model, tmp / graph.file)
             del model
+            trim_host_memory()
             log.info("      %s written in %.1f s (%.1f MB of new weights; %s)", graph.file, time.perf_counter() - t0,
                      (writer.stored_bytes - before) / 1e6, memory_note())
     finally:

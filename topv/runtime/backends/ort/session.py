@@ -42,8 +42,10 @@ def session_options(threads: int | None = None, *, low_memory: bool = False, pro
         if optimize:
             _shared_arena(ort)
             opts.add_session_config_entry("session.use_env_allocators", "1")
-    if not optimize:  # no arena: it would keep (and round up to a power of two) the largest weight cast so far
-        opts.enable_cpu_mem_arena = False
+    if not optimize:  # each weight cast just before its MatMul, its float32 copy freed at once, none kept
+        opts.execution_order = ort.ExecutionOrder.PRIORITY_BASED  # the default order casts every weight first
+        opts.enable_mem_pattern = False
+        opts.enable_cpu_mem_arena = False  # an arena would keep (rounded up) the largest cast so far
     if profile is not None:
         opts.enable_profiling = True
         opts.profile_file_prefix = str(profile)
