@@ -9,7 +9,10 @@ a child process while this one samples the child's RSS every 0.2 s and reads its
 kernel's high-water mark of the child (``ru_maxrss``), which counts every resident page, the memory-mapped
 checkpoint's and weights.bin's included. The JSON has, per run: the weights' bytes (the checkpoint's
 safetensors), the peak RSS and its ratio to them, the wall time, and each stage's time and highest sampled RSS.
-Results are appended to ``--json`` (one entry per shape, dtype, keep and validate mode; a rerun replaces its own).
+Results are appended to ``--json`` (one entry per shape, dtype, keep, validate mode and label; a rerun replaces its
+own); ``--plot`` draws every run's RSS curve (``docs/img/export-memory.png``). One export per process: the peak is the
+largest child's. Run the shapes one after another on an otherwise idle machine (a 7B shape needs ~14 GB of RAM and
+~30 GB of disk under ``--work``).
 """
 
 from __future__ import annotations
@@ -96,8 +99,35 @@ def run_export(model_dir: Path, out_dir: Path, extra: list[str]) -> dict[str, ob
         stage["seconds"] = round(float(end) - float(stage["start_s"]), 1)  # type: ignore[arg-type]
         stage["max_sampled_rss_bytes"] = max((r for t, r in samples if stage["start_s"] <= t <= end), default=0)  # type: ignore[operator]
         stage["start_s"] = round(float(stage["start_s"]), 1)  # type: ignore[arg-type]
+    step = max(1, len(samples) // 400)  # the RSS curve for the plot, at most ~400 points
+    curve = [[round(t, 1), round(r / 2**30, 3)] for t, r in samples[::step]]
     return {"rc": rc, "wall_s": round(wall, 1), "peak_rss_bytes": peak, "stages": stages,
-            "log_tail": log[-12:] if rc else []}
+            "log_tail": log[-12:] if rc else [], "rss_curve_gib": curve}
+
+
+def plot(runs: list[dict[str, object]], path: Path) -> None:
+    """RSS over the export's time, one panel per shape, each run a line; dashed: the weights and 1.5x of them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shapes = list(dict.fromkeys(str(r["shape"]) + " " + str(r["dtype"]) for r in runs if r.get("rss_curve_gib")))
+    fig, axes = plt.subplots(1, len(shapes), figsize=(6.5 * len(shapes), 4), squeeze=False)
+    for ax, shape in zip(axes[0], shapes):
+        mine = [r for r in runs if f"{r['shape']} {r['dtype']}" == shape and r.get("rss_curve_gib")]
+        for r in mine:
+            t, rss = zip(*r["rss_curve_gib"])  # type: ignore[arg-type]
+            label = f"{str(r['label']).split(' (')[0]} (validate {r['validate']}): peak {int(r['peak_rss_bytes']) / 2**30:.1f} GiB"
+            ax.plot(t, rss, label=label)
+        weights = int(mine[0]["weights_bytes"]) / 2**30
+        ax.axhline(weights, color="gray", ls="--", lw=1, label=f"weights {weights:.1f} GiB")
+        ax.axhline(1.5 * weights, color="red", ls=":", lw=1, label="1.5x weights")
+        ax.set(title=f"topv-export {shape}, keep {mine[0]['keep']}", xlabel="seconds", ylabel="RSS (GiB)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}", file=sys.stderr)
 
 
 def main() -> int:
@@ -111,10 +141,15 @@ def main() -> int:
     p.add_argument("--json", type=Path, default=None, help="append the result here")
     p.add_argument("--label", default="", help="what this run measures (e.g. the code version)")
     p.add_argument("--build-only", action="store_true")
+    p.add_argument("--plot", type=Path, default=None, help="draw the RSS curves of every run in --json here")
+    p.add_argument("--plot-only", action="store_true", help="only redraw --plot from --json")
     p.add_argument("--_build", nargs=3, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a._build:
         build(a._build[0], Path(a._build[1]), a._build[2])
+        return 0
+    if a.plot_only:
+        plot(json.loads(a.json.read_text())["runs"], a.plot)
         return 0
     ckpt = a.work / f"{a.shape}-{a.dtype}"
     if not (ckpt / "config.json").is_file():
@@ -140,6 +175,8 @@ def main() -> int:
         key = lambda r: (r["shape"], r["dtype"], r["keep"], r["validate"], r["label"])  # noqa: E731
         runs = [r for r in runs if key(r) != key(entry)] + [entry]
         a.json.write_text(json.dumps({"runs": runs}, indent=1) + "\n")
+        if a.plot:
+            plot(runs, a.plot)
     return int(result["rc"])  # type: ignore[arg-type]
 
 

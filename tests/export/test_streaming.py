@@ -87,6 +87,19 @@ def test_each_weight_is_stored_once(tmp_path):
     np.testing.assert_array_equal(data[offset:offset + base.numel()].reshape(64, 64), base.t().numpy())
 
 
+def test_a_freed_tensor_address_is_never_taken_for_the_same_weight(tmp_path):
+    """Temporaries (folded constants, copies from a GPU) die between calls; the allocator would hand their address
+    to the next tensor of the same shape, whose bytes differ."""
+    writer = WeightWriter(tmp_path)
+    offsets = []
+    for i in range(8):  # 256 KiB each: an address glibc reuses at once (it did, before the writer held them)
+        t = torch.full((256, 256), float(i))
+        offsets.append(next(e.value for e in writer.initializer(f"t{i}", t).external_data if e.key == "offset"))
+        del t
+    writer.close()
+    assert len(set(offsets)) == 8
+
+
 class _Folded(nn.Module):
     """A constant the exporter folds from a weight (``2 * w``): not a parameter of the module."""
 
@@ -180,3 +193,18 @@ def test_checkpoint_bytes_follow_the_export_dtype(exports):
             count += sum(f.get_slice(k).get_shape().numel() if hasattr(f.get_slice(k).get_shape(), "numel")
                          else int(np.prod(f.get_slice(k).get_shape())) for k in f.keys())
     assert checkpoint_bytes(model_dir, 4) == 4 * count and checkpoint_bytes(model_dir, 2) == 2 * count
+
+
+def test_long_passes_report_progress_per_layer(exports, tmp_path, monkeypatch, caplog):
+    import logging
+
+    import topv.export.exporter as exporter
+
+    monkeypatch.setattr(exporter._LayerProgress.__init__, "__defaults__", (0.0,))  # a line at every layer
+    with caplog.at_level(logging.INFO, logger="topv.export"):
+        export_model(exports.model_dir("stream-llava", "tiny"), tmp_path / "out", ExportOptions(keep=4, validate="none"))
+    lines = [r.getMessage() for r in caplog.records]
+    layers = 4  # the tiny shape's decoder
+    assert sum("recording the chain on prompt 1/2: decoder layer" in line for line in lines) >= layers
+    assert any(f"tracing decode_step.onnx: decoder layer {layers}/{layers}" in line for line in lines)
+    assert all("peak" in line for line in lines if "decoder layer" in line or " written in " in line)

@@ -133,6 +133,34 @@ class _Progress:
         return time.perf_counter() - self.t0
 
 
+class _LayerProgress:
+    """Per-layer progress of long forward passes (recording the chain, tracing a graph): a line per decoder layer
+    reached, at most one per ``every`` seconds, with the elapsed time and the memory so far."""
+
+    def __init__(self, layers: Any, every: float = 10.0) -> None:
+        self.layers, self.every, self.what = list(layers), every, ""
+        self.t0 = self.last = time.perf_counter()
+        self.handles: list[Any] = []
+
+    def __enter__(self) -> "_LayerProgress":
+        self.t0 = time.perf_counter()
+        total = len(self.layers)
+        for i, layer in enumerate(self.layers):  # the graph modules call a layer's parts, not the layer itself
+            entry = getattr(layer, "input_layernorm", layer)
+            self.handles.append(entry.register_forward_pre_hook(lambda module, args, i=i: self._reached(i, total)))
+        return self
+
+    def _reached(self, i: int, total: int) -> None:
+        now = time.perf_counter()
+        if now - self.last >= self.every:
+            self.last = now
+            log.info("      %s: decoder layer %d/%d, %.0f s (%s)", self.what, i + 1, total, now - self.t0, memory_note())
+
+    def __exit__(self, *exc: Any) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
 def sample_scene(size: int = 336) -> Any:
     """A deterministic test image (gradient background with a few coloured shapes) for tracing."""
     from PIL import Image, ImageDraw
@@ -282,8 +310,11 @@ def _trace(job: _Job, tmp: Path, progress: _Progress) -> tuple[dict[str, Any], l
     modules = build_graph_modules(job.model, job.family, job.spec, layer=job.layer, keep=job.keep, config=opts.config)
     recorder = Recorder(TorchBackend(job.kv, modules, opts.device))
     t0 = time.perf_counter()
-    for inputs in job.samples:
-        _run_chain(recorder, job, inputs)
+    layers = _LayerProgress(job.family.language_model(job.model).layers)
+    with layers:
+        for i, inputs in enumerate(job.samples):
+            layers.what = f"recording the chain on prompt {i + 1}/{len(job.samples)}"
+            _run_chain(recorder, job, inputs)
     log.info("      graph chain recorded on the PyTorch modules in %.1f s (%s)", time.perf_counter() - t0, memory_note())
     writer = WeightWriter(tmp)
     try:
@@ -291,7 +322,9 @@ def _trace(job: _Job, tmp: Path, progress: _Progress) -> tuple[dict[str, Any], l
             t0, before = time.perf_counter(), writer.stored_bytes
             call = recorder.first(name)
             args = tuple(recorder.inner.asarray(call.feeds[i]) for i in graph.input_names)
-            model = export_graph(graph, args, writer, opts.opset)
+            layers.what = f"tracing {graph.file}"
+            with layers:
+                model = export_graph(graph, args, writer, opts.opset)
             set_io_shapes(model, _declared_shapes(graph, call))
             save_graph(model, tmp / graph.file)
             del model

@@ -67,12 +67,14 @@ def matmul_weights(module: Any) -> Iterator[None]:
 class WeightWriter:
     """Appends tensors to ``folder/weights.bin`` (page-aligned), each distinct tensor once, and returns their
     initializers pointing there. Identity (the same storage, view and dtype) is checked before content (a SHA-256
-    of the bytes), so a weight shared by several graphs is hashed once."""
+    of the bytes), so a weight shared by several graphs is hashed once; the writer holds each tensor it has seen
+    until :meth:`close` (views of the model's own weights cost nothing; folded constants are small), so that no
+    address is reused by another tensor while it is a key."""
 
     def __init__(self, folder: Path, name: str = WEIGHTS_FILE) -> None:
         self.name = name
         self.out = open(Path(folder) / name, "wb")
-        self.by_identity: dict[tuple, tuple[int, int]] = {}
+        self.by_identity: dict[tuple, tuple[Any, int, int]] = {}  # -> (the tensor, offset, length)
         self.by_content: dict[str, tuple[int, int]] = {}
         self.initializer_bytes = self.stored_bytes = 0
 
@@ -93,11 +95,12 @@ class WeightWriter:
         import numpy as np
         from onnx import TensorProto, helper, numpy_helper
 
-        if hasattr(tensor, "detach"):  # torch: identity is the storage, the view and the dtype
-            tensor = tensor.detach().cpu()
-            identity = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape),
-                        tuple(tensor.stride()), str(tensor.dtype))
-            array = tensor.contiguous().numpy()
+        source = None
+        if hasattr(tensor, "detach"):  # torch: identity is the storage (on its own device), the view and the dtype
+            source = tensor.detach()
+            identity = (str(source.device), source.untyped_storage().data_ptr(), source.storage_offset(),
+                        tuple(source.shape), tuple(source.stride()), str(source.dtype))
+            array = source.cpu().contiguous().numpy()
         else:
             array = np.ascontiguousarray(tensor)
             identity = None
@@ -105,12 +108,12 @@ class WeightWriter:
             return numpy_helper.from_array(array, name)
         self.initializer_bytes += array.nbytes
         if identity is not None and identity in self.by_identity:
-            offset, length = self.by_identity[identity]
+            _, offset, length = self.by_identity[identity]
         else:
             data = memoryview(array.reshape(-1)).cast("B")
             offset, length = self._place(data, hashlib.sha256(data).hexdigest() + f":{array.dtype.str}")
-            if identity is not None:
-                self.by_identity[identity] = (offset, length)
+            if identity is not None:  # the tensor is held, so its address cannot be reused by another one meanwhile
+                self.by_identity[identity] = (source, offset, length)
         proto = TensorProto(name=name, data_type=helper.np_dtype_to_tensor_dtype(array.dtype), dims=list(array.shape))
         for key, value in (("location", self.name), ("offset", str(offset)), ("length", str(length))):
             entry = proto.external_data.add()
@@ -122,6 +125,7 @@ class WeightWriter:
         return {"initializer_bytes": self.initializer_bytes, "stored_bytes": self.stored_bytes}
 
     def close(self) -> None:
+        self.by_identity.clear()  # the model's tensors (views of them) and folded constants are no longer held
         self.out.flush()
         self.out.close()
 
