@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import warnings
 from pathlib import Path
@@ -15,9 +14,6 @@ log = logging.getLogger("topv.export")
 if TYPE_CHECKING:  # pragma: no cover
     from topv.artifact.manifest import GraphInfo
 
-WEIGHTS_FILE = "weights.bin"
-_EXTERNAL_MIN_BYTES = 1024  # smaller tensors stay inside the graph
-_ALIGN = 4096  # page-aligned offsets let ONNX Runtime memory-map shared weights
 
 
 def export_module(
@@ -56,51 +52,22 @@ def export_module(
             raise ExportError(f"torch.onnx.export failed for {path.name}: {type(exc).__name__}: {exc}") from exc
 
 
-def _tensor_bytes(tensor: Any) -> bytes:
+def share_weights(models: dict[str, Any], folder: Path) -> dict[str, int]:
+    """Move every initializer of >= 1 KiB of these (loaded) graphs into ``folder/weights.bin``, identical tensors once
+    (:class:`~topv.export.stream.WeightWriter`). The export itself streams its weights there from the model; this
+    serves graphs rewritten after it (int8 quantization). Returns byte statistics."""
     from onnx import numpy_helper
 
-    if tensor.HasField("raw_data"):
-        return tensor.raw_data
-    return numpy_helper.to_array(tensor).tobytes()
+    from topv.export.stream import WeightWriter
 
-
-def share_weights(models: dict[str, Any], folder: Path, weights_name: str = WEIGHTS_FILE) -> dict[str, int]:
-    """Move every initializer of >= 1 KiB into one external-data file, storing identical tensors once.
-
-    Graphs that hold the same weights (the decode step and the prefill graphs share every decoder
-    weight) then point at the same page-aligned bytes of ``weights_name``. Returns byte statistics.
-    """
-    from onnx import TensorProto
-
-    seen: dict[str, tuple[int, int]] = {}
-    total = stored = 0
-    with open(folder / weights_name, "wb") as out:
+    writer = WeightWriter(folder)
+    try:
         for model in models.values():
             for tensor in model.graph.initializer:
-                data = _tensor_bytes(tensor)
-                if len(data) < _EXTERNAL_MIN_BYTES:
-                    continue
-                total += len(data)
-                digest = hashlib.sha256(data).hexdigest() + f":{tensor.data_type}"
-                if digest not in seen:
-                    offset = out.tell()
-                    pad = (-offset) % _ALIGN
-                    if pad:
-                        out.write(b"\0" * pad)
-                        offset += pad
-                    out.write(data)
-                    seen[digest] = (offset, len(data))
-                    stored += len(data)
-                offset, length = seen[digest]
-                tensor.ClearField("raw_data")
-                for name in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data"):
-                    tensor.ClearField(name)
-                del tensor.external_data[:]
-                for key, value in (("location", weights_name), ("offset", str(offset)), ("length", str(length))):
-                    entry = tensor.external_data.add()
-                    entry.key, entry.value = key, value
-                tensor.data_location = TensorProto.EXTERNAL
-    return {"initializer_bytes": total, "stored_bytes": stored}
+                tensor.CopyFrom(writer.initializer(tensor.name, numpy_helper.to_array(tensor)))
+    finally:
+        writer.close()
+    return writer.stats()
 
 
 def set_io_shapes(model: Any, shapes: dict[str, tuple[int | str, ...]]) -> None:

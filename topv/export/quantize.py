@@ -43,7 +43,8 @@ def quantize_folder(folder: Path, graph_files: dict[str, str], quantized: list[s
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError as exc:  # pragma: no cover - onnxruntime is needed for validation anyway
         raise BackendUnavailableError("--quantize int8 needs onnxruntime's quantization tools: pip install onnxruntime") from exc
-    from topv.export.onnx_io import WEIGHTS_FILE, share_weights
+    from topv.export.onnx_io import share_weights
+    from topv.export.stream import WEIGHTS_FILE
 
     work = folder / "_int8"
     work.mkdir()
