@@ -37,13 +37,17 @@ def build(shape: str, out: Path, dtype: str) -> None:
     """Save a random-weight checkpoint of ``shape`` at ``dtype`` (run in a child: its memory is freed)."""
     import torch
 
+    from topv.testing import qwen
     from topv.testing.llava import build_random_llava
 
     torch.set_default_dtype(torch.float16 if dtype == "fp16" else torch.float32)
-    model, processor = build_random_llava(shape, seed=0)
+    if shape in qwen.SHAPES:
+        model, processor = qwen.build_random_qwen(shape, seed=0)
+    else:
+        model, processor = build_random_llava(shape, seed=0)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, max_shard_size="2GB")
-    processor.save_pretrained(out)
+    (processor.save if shape in qwen.SHAPES else processor.save_pretrained)(out)
 
 
 def cpu_flags() -> dict[str, object]:
@@ -106,7 +110,8 @@ def run_export(model_dir: Path, out_dir: Path, extra: list[str]) -> dict[str, ob
 
 
 def plot(runs: list[dict[str, object]], path: Path) -> None:
-    """RSS over the export's time, one panel per shape, each run a line; dashed: the weights and 1.5x of them."""
+    """RSS over the export's time, one panel per shape, each run a line (thin vertical lines: the starts of its
+    numbered stages); dashed: the weights and 1.5x of them."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -119,7 +124,10 @@ def plot(runs: list[dict[str, object]], path: Path) -> None:
         for r in mine:
             t, rss = zip(*r["rss_curve_gib"])  # type: ignore[arg-type]
             label = f"{str(r['label']).split(' (')[0]} (validate {r['validate']}): peak {int(r['peak_rss_bytes']) / 2**30:.1f} GiB"
-            ax.plot(t, rss, label=label)
+            (line,) = ax.plot(t, rss, label=label)
+            for i, stage in enumerate(r["stages"]):  # type: ignore[union-attr]
+                ax.axvline(stage["start_s"], color=line.get_color(), alpha=0.25, lw=0.8)
+                ax.annotate(str(i + 1), (stage["start_s"], 0), color=line.get_color(), fontsize=7)
         weights = int(mine[0]["weights_bytes"]) / 2**30
         ax.axhline(weights, color="gray", ls="--", lw=1, label=f"weights {weights:.1f} GiB")
         ax.axhline(1.5 * weights, color="red", ls=":", lw=1, label="1.5x weights")
@@ -132,7 +140,8 @@ def plot(runs: list[dict[str, object]], path: Path) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--shape", default="llava-edge-1b", help="a shape of topv.testing.llava.SHAPES")
+    p.add_argument("--shape", default="llava-edge-1b", help="a shape of topv.testing.llava.SHAPES or topv.testing.qwen.SHAPES")
+    p.add_argument("--image-size", default=None, help="topv-export --image-size (Qwen shapes), e.g. 448x448")
     p.add_argument("--dtype", choices=("fp32", "fp16"), default="fp16")
     p.add_argument("--keep", default="64")
     p.add_argument("--layer", default="2")
@@ -162,8 +171,11 @@ def main() -> int:
     extra = ["--dtype", a.dtype, "--keep", a.keep, "--layer", a.layer]
     if a.validate:
         extra += ["--validate", a.validate]
+    if a.image_size:
+        extra += ["--image-size", a.image_size]
     result = run_export(ckpt, a.work / f"{a.shape}-{a.dtype}-export", extra)
     entry = {"shape": a.shape, "dtype": a.dtype, "keep": a.keep, "layer": int(a.layer), "validate": a.validate or "default",
+             "image_size": a.image_size,
              "label": a.label, "weights_bytes": weights, **result,
              "peak_over_weights": round(int(result["peak_rss_bytes"]) / weights, 2), "cpu": cpu_flags(),
              "command": " ".join(["benchmarks/export_memory.py", *sys.argv[1:]])}
