@@ -1,15 +1,16 @@
 """``export_model``: a Hugging Face VLM checkpoint in, a self-describing folder of ONNX graphs out.
 
-Stages (each logged with its duration): load -> run the graph chain on the PyTorch modules and trace every
-graph on the inputs it saw -> share weights -> check graphs -> save processor -> validate (graphs,
-reference, generation) -> (quantize) -> manifest -> move into place. Everything is written to a hidden
+Stages (each logged with its duration and the peak memory so far): refuse a machine without the memory or disk
+-> load (memory-mapped) -> run the graph chain on the PyTorch modules and trace every graph on the inputs it saw,
+its weights streamed once into ``weights.bin`` (``topv.export.stream``) -> check graphs -> save processor ->
+validate (reference first, then the model is released and ONNX Runtime runs the graphs and a generation;
+``--validate``) -> (quantize) -> manifest -> move into place. Everything is written to a hidden
 sibling folder and moved into ``out_dir`` only after validation (``topv.export.output``). When validation
 fails the partial folder is kept for inspection and :class:`~topv.errors.ToleranceError` has the numbers.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -17,9 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from topv.artifact import names as n
 from topv.artifact.files import file_records, fsync_tree
-from topv.artifact.manifest import DTYPES, GraphInfo, KVLayout, Manifest, StaticShapes, TensorInfo
+from topv.artifact.manifest import DTYPES, GraphInfo, KVLayout, Manifest, StaticShapes
 from topv.errors import ConfigError, InputError, ToleranceError
 from topv.export import output
 from topv.export.resources import check_resources, memory_note
@@ -300,8 +300,8 @@ def _trace(job: _Job, tmp: Path, progress: _Progress) -> tuple[dict[str, Any], l
     from topv.export.onnx_io import check_graph, graph_info, save_graph, set_io_shapes
     from topv.export.stream import WeightWriter, export_graph
     from topv.graphs.build import build_graph_modules
-    from topv.runtime.backends.torch.backend import TorchBackend
     from topv.memory import trim_host_memory
+    from topv.runtime.backends.torch.backend import TorchBackend
     from topv.runtime.chain import Recorder
 
     opts = job.options
