@@ -181,6 +181,16 @@ def test_too_little_memory_or_disk_is_refused_before_loading(exports, tmp_path, 
     assert not (tmp_path / "out").exists()
 
 
+def test_the_cli_refuses_with_exit_code_2_and_no_traceback(exports, tmp_path, monkeypatch, capsys):
+    import topv.export.resources as resources
+    from topv.export.cli import main
+
+    monkeypatch.setattr(resources, "available_memory", lambda: 1024)
+    assert main([str(exports.model_dir("stream-llava", "tiny")), str(tmp_path / "out"), "--keep", "4", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "is available here" in err and "Traceback" not in err and not (tmp_path / "out").exists()
+
+
 def test_checkpoint_bytes_follow_the_export_dtype(exports):
     from safetensors import safe_open
 
