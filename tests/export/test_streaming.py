@@ -100,6 +100,32 @@ def test_a_freed_tensor_address_is_never_taken_for_the_same_weight(tmp_path):
     assert len(set(offsets)) == 8
 
 
+def test_the_exporter_lets_go_of_a_traced_graphs_weights(tmp_path):
+    """The TorchScript exporter keeps the last graph's weights alive after it returns; export_graph clears that, so
+    a model dropped after its export frees its memory. The case measured: Qwen2.5-VL-7B's float16 embedding table
+    (152064 x 3584, 1.0 GiB), whose memory stayed allocated; RSS is read from /proc."""
+    from topv.graphs.build import GraphModule
+    from topv.memory import host_rss, trim_host_memory
+
+    class Embed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.table = nn.Embedding.from_pretrained(torch.ones(152064, 3584, dtype=torch.float16))
+
+        def forward(self, ids):
+            return self.table(ids) * 2.0
+
+    module = Embed().eval().requires_grad_(False)
+    graph = GraphModule("embed", module, ["ids"], ["y"], {})
+    writer = WeightWriter(tmp_path)
+    export_graph(graph, (torch.randint(0, 1000, (1, 285)),), writer, 17)
+    writer.close()
+    before = host_rss()
+    del module, graph
+    trim_host_memory()
+    assert before - host_rss() > 2**30 * 0.8
+
+
 class _Folded(nn.Module):
     """A constant the exporter folds from a weight (``2 * w``): not a parameter of the module."""
 

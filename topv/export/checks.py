@@ -79,9 +79,10 @@ def validate_export(folder: Path, job: Any, calls: list[Any]) -> dict[str, Any]:
     if want is not None:
         log.info("      reference generation: %d tokens (%s)", len(want[0]), memory_note())
     job.release_model()  # ONNX Runtime maps weights.bin: the two never hold the weights at once
+    log.info("      PyTorch model released (%s)", memory_note())
     pipe = open_exported(folder, job)
     checks = v.check_graphs(pipe.backend, calls, dtype)
-    log.info("      PyTorch model released; every graph checked on ONNX Runtime (%s)", memory_note())
+    log.info("      every graph checked on ONNX Runtime (%s)", memory_note())
     lines = v.graph_lines(checks + ref_checks) + [c.line() for c in checks + ref_checks if not c.ok]
     if ref_tie:
         lines.append(v.near_tie_line(ref_tie, "graph modules"))

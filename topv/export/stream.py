@@ -143,6 +143,36 @@ def _torch_export(module: Any, args: tuple, f: Any, graph: Any, opset: int, expo
             raise ExportError(f"torch.onnx.export failed for {graph.file}: {type(exc).__name__}: {exc}") from exc
 
 
+class _PlusOne:
+    """A weightless module for :func:`release_exporter_state` (built lazily: torch is imported on use)."""
+
+    module: Any = None
+
+    @classmethod
+    def get(cls) -> Any:
+        if cls.module is None:
+            import torch
+
+            class PlusOne(torch.nn.Module):
+                def forward(self, x: Any) -> Any:
+                    return x + 1
+
+            cls.module = PlusOne().eval()
+        return cls.module
+
+
+def release_exporter_state() -> None:
+    """Let go of the tensors the TorchScript exporter keeps after an export: its global tables (the constant values
+    of shape inference) still reference the last graph's weights until the next export clears them, so a dropped
+    model's memory would stay allocated (measured: 14.6 GiB of a 7B model after its last graph). A one-node export
+    clears them."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_PlusOne.get(), (torch.zeros(1),), io.BytesIO(), opset_version=17, dynamo=False)
+
+
 def _folded_constants(graph: Any, args: tuple, opset: int, names: list[str]) -> dict[str, Any]:
     """Values of constants the exporter folded from weights, from one ordinary export of the graph."""
     import onnx
@@ -207,6 +237,7 @@ def export_graph(graph: Any, args: tuple, writer: WeightWriter, opset: int) -> A
             tensors.update(_folded_constants(graph, args, opset, folded))
         for value in weights:
             model.graph.initializer.append(writer.initializer(value.name, tensors[value.name]))
+    release_exporter_state()
     keep = [v for v in model.graph.input if v.name in declared]
     del model.graph.input[:]
     model.graph.input.extend(keep)
