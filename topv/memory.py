@@ -25,6 +25,12 @@ def host_rss() -> int | None:
     return _proc_status("VmRSS")
 
 
+def memory_note() -> str:
+    """``RSS x GiB, peak y GiB`` of this process, for progress lines."""
+    rss, peak = host_rss(), max_rss_bytes()
+    return f"RSS {rss / 2**30:.2f} GiB, peak {peak / 2**30:.2f} GiB" if rss and peak else "memory unknown"
+
+
 def peak_rss_since_exec() -> int | None:
     """This process's peak RSS since it started its program (``VmHWM``: reset at exec, unlike ``ru_maxrss``, which
     a spawned child inherits from its parent); None off Linux."""

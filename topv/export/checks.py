@@ -11,7 +11,7 @@ import numpy as np
 
 from topv.artifact.manifest import read_manifest
 from topv.export import validate as v
-from topv.export.resources import memory_note
+from topv.memory import memory_note
 from topv.runtime.backends.base import BackendOptions
 
 log = logging.getLogger("topv.export")

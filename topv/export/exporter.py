@@ -22,7 +22,8 @@ from topv.artifact.files import file_records, fsync_tree
 from topv.artifact.manifest import DTYPES, GraphInfo, KVLayout, Manifest, StaticShapes
 from topv.errors import ConfigError, InputError, ToleranceError
 from topv.export import output
-from topv.export.resources import check_resources, memory_note
+from topv.export.resources import check_resources
+from topv.memory import memory_note
 from topv.pruning.config import TopVConfig
 from topv.versions import library_versions
 
@@ -139,7 +140,7 @@ class _LayerProgress:
 
     def __init__(self, layers: Any, every: float = 10.0) -> None:
         self.layers, self.every, self.what = list(layers), every, ""
-        self.t0 = self.last = time.perf_counter()
+        self.t0 = self.last = time.perf_counter()  # t0 restarts at each pass; last throttles across passes
         self.handles: list[Any] = []
 
     def __enter__(self) -> "_LayerProgress":

@@ -1,4 +1,4 @@
-"""What an export needs from the machine, checked before any weight is loaded, and the memory note of its progress.
+"""What an export needs from the machine, checked before any weight is loaded.
 
 The weights' size at the export dtype comes from the checkpoint's safetensors headers (dtype and shape of every
 tensor, read without the data). A streaming export holds the model once plus one tensor
@@ -21,14 +21,6 @@ from topv.errors import ResourceError
 _BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 _FLOATS = {"F64", "F32", "F16", "BF16"}
 GIB = 2**30
-
-
-def memory_note() -> str:
-    """``RSS x GiB, peak y GiB`` of this process (for progress lines)."""
-    from topv.memory import host_rss, max_rss_bytes
-
-    rss, peak = host_rss(), max_rss_bytes()
-    return f"RSS {rss / GIB:.2f} GiB, peak {peak / GIB:.2f} GiB" if rss and peak else "memory unknown"
 
 
 def checkpoint_bytes(model_dir: Path, dtype_bytes: int) -> int | None:
@@ -86,8 +78,8 @@ def check_resources(model_dir: Path, out_dir: Path, options: Any) -> None:
     written = weights * (2 if options.quantize else 1)
     parent = next((p for p in [Path(out_dir).resolve(), *Path(out_dir).resolve().parents] if p.exists()), Path("/"))
     free = shutil.disk_usage(parent).free
-    existing = _export_size(Path(out_dir)) if options.force else 0  # --force replaces it only after validation
     if free < written * 1.05:
+        existing = _export_size(Path(out_dir)) if options.force else 0  # --force replaces it only after validation
         raise ResourceError(
             f"The export writes about {written / GIB:.1f} GiB to {parent} (weights.bin at {options.dtype}"
             f"{', and again int8' if options.quantize else ''}), but its filesystem has {free / GIB:.1f} GiB free"
